@@ -1,0 +1,1 @@
+"""How cohortsync runs: embedded services for local use, container image, compose, Kubernetes."""

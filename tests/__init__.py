@@ -1,0 +1,1 @@
+"""cohortsync test suite: real Redis, real Postgres."""

@@ -1,0 +1,98 @@
+"""Fixtures: real Postgres and Redis (the machine's, else embedded), a fresh database per run."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from deploy import embedded
+from ingest.migrate import migrate
+from schemas.settings import Settings
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def _host_port(url: str, default_port: int) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or default_port
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[tuple[str, str]]:
+    """(Postgres admin URL, Redis URL): configured or default when they answer, else embedded."""
+    pg_url = os.environ.get("COHORTSYNC_TEST_DATABASE_URL", DEFAULT_DATABASE_URL)
+    redis_url = os.environ.get("COHORTSYNC_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cohortsync-test-")))
+        if os.environ.get("COHORTSYNC_TEST_EMBEDDED") == "1" or not embedded.reachable(
+            *_host_port(pg_url, 5432)
+        ):
+            pg_url = stack.enter_context(embedded.postgres(tmp / "pg"))
+        if os.environ.get("COHORTSYNC_TEST_EMBEDDED") == "1" or not embedded.reachable(
+            *_host_port(redis_url, 6379)
+        ):
+            redis_url = stack.enter_context(embedded.redis(tmp / "redis"))
+        yield pg_url, redis_url
+
+
+@pytest.fixture(scope="session")
+async def database_url(services: tuple[str, str]) -> AsyncIterator[str]:
+    """A database created for this test run and migrated; dropped afterwards."""
+    admin_url, _ = services
+    name = f"cohortsync_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = _with_database(admin_url, name)
+    await migrate(url)
+    yield url
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(services: tuple[str, str]) -> str:
+    return services[1]
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str) -> Settings:
+    return Settings(database_url=database_url, redis_url=redis_url, http_host="127.0.0.1")
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the test database, emptied before the test."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    await pool.execute("TRUNCATE memberships, audiences, api_keys RESTART IDENTITY CASCADE")
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A client on the test Redis database, flushed before the test."""
+    client = aioredis.Redis.from_url(redis_url)
+    await client.flushdb()
+    yield client
+    await client.aclose()

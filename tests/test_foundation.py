@@ -1,0 +1,58 @@
+"""Settings, migrations and Lua scripts: the pieces every process stands on."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from ingest.migrate import migrate, pending
+from schemas import keys
+from schemas.lua import source
+from schemas.settings import Settings, SettingsError
+
+
+def test_settings_defaults_and_env() -> None:
+    s = Settings.from_env({"COHORTSYNC_RATE_LIMIT_PER_MINUTE": "600", "OTHER": "x"})
+    assert s.rate_limit_per_minute == 600
+    assert Settings.from_env({}).rate_limit_per_minute == 1000
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("COHORTSYNC_HTTP_PORT", "eighty"), ("COHORTSYNC_RATE_LIMIT_PER_MINUTE", "-5")],
+)
+def test_bad_setting_names_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+async def test_concurrent_migrations_do_not_collide(database_url: str) -> None:
+    results = await asyncio.gather(*(migrate(database_url) for _ in range(4)))
+    assert all(r == [] for r in results)  # the session fixture applied them already
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await pending(conn) == []
+    finally:
+        await conn.close()
+
+
+async def test_accept_assigns_monotonic_versions_across_flush(redis: aioredis.Redis) -> None:
+    script = redis.register_script(source("accept"))
+    args = ["1000", "1", "7", "2", "aR1", "dR2"]
+    key_args = [keys.VERSIONS, keys.ACTIVE_LIST, keys.ACTIVE_SET, keys.BACKLOG_TOTAL]
+    key_args += [keys.backlog_key(7), keys.stats_key(7)]
+    assert await script(keys=key_args, args=args) == [1, 2]
+    first = [keys.decode_entry(e.decode()) for e in await redis.lrange(keys.backlog_key(7), 0, -1)]
+    assert [(a, p) for a, p, _ in first] == [("add", "R1"), ("delete", "R2")]
+    assert first[1][2] == first[0][2] + 1
+    await redis.flushdb()
+    assert await script(keys=key_args, args=args) == [1, 2]
+    second = [keys.decode_entry(e.decode()) for e in await redis.lrange(keys.backlog_key(7), 0, -1)]
+    assert second[0][2] > first[1][2]
+    # Over the bound: refused whole.
+    refused = await script(keys=key_args, args=["3", "1", "7", "2", "aR1", "aR2"])
+    assert refused == [0, 2]
+    assert await redis.llen(keys.backlog_key(7)) == 2

@@ -1,0 +1,1 @@
+"""The arq worker: dispatch from backlogs, shared rate limit, group-committed upserts."""
