@@ -1,0 +1,24 @@
+"""API key format: random, shown once, stored as a SHA-256 hash."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+KEY_PREFIX = "cs_"
+# How much of a key is kept in the clear so an operator can tell keys apart.
+SHOWN_CHARS = 8
+
+
+def new_key() -> str:
+    """A fresh key with 256 bits of randomness."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> bytes:
+    # Keys are long random strings, so a fast hash is enough: no guessing attack is feasible.
+    return hashlib.sha256(key.encode()).digest()
+
+
+def shown_part(key: str) -> str:
+    return key[:SHOWN_CHARS]
