@@ -1,0 +1,179 @@
+"""``cohortsync-admin`` run as operators run it: a subprocess against real Postgres and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable
+from typing import Protocol
+
+import asyncpg
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+
+from schemas import apikeys, keys
+from schemas.lua import source
+
+
+class Run(msgspec.Struct):
+    code: int
+    out: str
+    err: str
+
+
+class Admin(Protocol):
+    def __call__(self, *args: str, **env: str) -> Awaitable[Run]: ...
+
+
+@pytest.fixture
+def admin(database_url: str, redis_url: str) -> Admin:
+    async def run(*args: str, **env: str) -> Run:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("COHORTSYNC_")}
+        environ |= {"COHORTSYNC_DATABASE_URL": database_url, "COHORTSYNC_REDIS_URL": redis_url}
+        environ |= env
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ingest.admin",
+            *args,
+            env=environ,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        assert proc.returncode is not None
+        return Run(proc.returncode, out.decode(), err.decode())
+
+    return run
+
+
+async def test_create_key_prints_key_once_and_stores_only_its_hash(
+    admin: Admin, db: asyncpg.Pool
+) -> None:
+    run = await admin("create-key", "amplitude-prod", "--scope", "amplitude")
+    assert run.code == 0, run.err
+    # stdout is a pipe here: the key alone, so `KEY=$(cohortsync-admin create-key x)` works.
+    assert run.out.count("\n") == 1
+    key = run.out.strip()
+    assert key.startswith(apikeys.KEY_PREFIX)
+    row = await db.fetchrow("SELECT * FROM api_keys")
+    assert row["key_hash"] == apikeys.hash_key(key)
+    assert (row["name"], row["key_prefix"], row["scope"]) == (
+        "amplitude-prod",
+        key[:8],
+        "amplitude",
+    )
+    assert row["revoked_at"] is None
+    assert str(row["id"]) in run.err
+    everything = await db.fetchval("SELECT string_agg(k::text, ' ') FROM api_keys k")
+    assert key not in everything
+    assert key[apikeys.SHOWN_CHARS :] not in everything
+
+    listed = await admin("list-keys")
+    assert listed.code == 0
+    assert key[:8] in listed.out
+    assert key not in listed.out
+
+
+async def test_revoke_key_by_prefix_or_id(admin: Admin, db: asyncpg.Pool) -> None:
+    first = (await admin("create-key", "one")).out.strip()
+    second = (await admin("create-key", "two")).out.strip()
+
+    run = await admin("revoke-key", first[:8])
+    assert run.code == 0, run.err
+    revoked = await db.fetch("SELECT name FROM api_keys WHERE revoked_at IS NOT NULL")
+    assert [r["name"] for r in revoked] == ["one"]
+
+    second_id = await db.fetchval("SELECT id FROM api_keys WHERE name = 'two'")
+    run = await admin("revoke-key", str(second_id))
+    assert run.code == 0, run.err
+    assert await db.fetchval("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL") == 0
+    assert second.startswith(apikeys.KEY_PREFIX)
+
+    listed = (await admin("list-keys")).out.splitlines()
+    assert len(listed) == 3
+    assert not any(line.endswith(" -") for line in listed)  # both show a revocation time
+
+
+async def test_revoke_unknown_key_fails_clearly(admin: Admin, db: asyncpg.Pool) -> None:
+    await admin("create-key", "kept")
+    run = await admin("revoke-key", "cs_nomatch")
+    assert run.code == 1
+    assert "no API key matches 'cs_nomatch'" in run.err
+    assert "Traceback" not in run.err
+    assert await db.fetchval("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL") == 1
+
+
+async def _config(redis: aioredis.Redis) -> dict[bytes, bytes]:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.CONFIG)
+        replies: list[dict[bytes, bytes]] = await pipe.execute()
+    return replies[0]
+
+
+async def test_set_rate_overrides_the_shared_limiter(admin: Admin, redis: aioredis.Redis) -> None:
+    limiter = redis.register_script(source("limiter"))
+    limiter_keys = [keys.LIMITER, keys.CONFIG]
+    defaults = ["1", "1000", "10"]
+
+    run = await admin("set-rate", "600", "--burst", "5")
+    assert run.code == 0, run.err
+    assert await _config(redis) == {b"rate_per_minute": b"600", b"burst": b"5"}
+    assert (await limiter(keys=limiter_keys, args=defaults))[2] == 600
+
+    run = await admin("set-rate", "1200")
+    assert run.code == 0, run.err
+    assert await _config(redis) == {b"rate_per_minute": b"1200", b"burst": b"5"}
+
+    run = await admin("set-rate", "--reset")
+    assert run.code == 0, run.err
+    assert await redis.exists(keys.CONFIG) == 0
+    assert (await limiter(keys=limiter_keys, args=defaults))[2] == 1000
+
+    run = await admin("set-rate")
+    assert run.code == 1
+    assert "PER_MINUTE" in run.err
+
+
+async def test_status_shows_live_audiences_and_queue(
+    admin: Admin, db: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    live = await db.fetchval(
+        "INSERT INTO audiences (account_id, name) VALUES (1, 'Binge watchers') RETURNING id"
+    )
+    await db.execute(
+        "INSERT INTO audiences (account_id, name, deleted_at) VALUES (1, 'Gone', now())"
+    )
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.rpush(keys.backlog_key(live), "a1:R1", "a2:R2", "d3:R1")
+        pipe.hset(keys.stats_key(live), mapping={"accepted": 10, "dispatched": 7, "applied": 6})
+        pipe.set(keys.BACKLOG_TOTAL, 3)
+        pipe.zadd("cohortsync:queue", {"cs:1:1": 1, "cs:1:2": 2})
+        await pipe.execute()
+
+    run = await admin("status")
+    assert run.code == 0, run.err
+    rows = {line.split()[0]: line.split() for line in run.out.splitlines() if line.strip()}
+    assert rows[str(live)] == [str(live), "Binge", "watchers", "3", "10", "7", "6", "0"]
+    assert "Gone" not in run.out
+    assert "backlog total: 3" in run.out
+    assert "(cohortsync:queue): 2" in run.out
+
+
+async def test_bad_setting_exits_2_naming_the_variable(admin: Admin) -> None:
+    run = await admin("status", COHORTSYNC_RATE_BURST="-1")
+    assert run.code == 2
+    assert "COHORTSYNC_RATE_BURST" in run.err
+    assert "Traceback" not in run.err
+
+
+async def test_unreachable_database_names_host_never_password(admin: Admin) -> None:
+    run = await admin(
+        "list-keys", COHORTSYNC_DATABASE_URL="postgresql://ops:hunter2@127.0.0.1:1/cohortsync"
+    )
+    assert run.code == 1
+    assert "cannot reach Postgres at 127.0.0.1:1/cohortsync" in run.err
+    assert "hunter2" not in run.err
+    assert "Traceback" not in run.err
