@@ -233,6 +233,23 @@ async def _status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def explain(error: BaseException, settings: Settings) -> str | None:
+    """One line for an expected failure (a service unreachable, no tables yet), else None."""
+    if isinstance(error, AdminError):
+        return str(error)
+    if isinstance(error, RedisConnectionError | RedisTimeoutError):
+        return f"cannot reach Redis at {describe_url(settings.redis_url)}: {error}"
+    if isinstance(error, RedisError):
+        return f"Redis at {describe_url(settings.redis_url)}: {error}"
+    if isinstance(error, asyncpg.UndefinedTableError):
+        return f"the database has no cohortsync tables yet; run: {PROG} migrate"
+    if isinstance(error, OSError | TimeoutError):
+        return f"cannot reach Postgres at {describe_url(settings.database_url)}: {error}"
+    if isinstance(error, asyncpg.PostgresError | asyncpg.InterfaceError):
+        return f"Postgres at {describe_url(settings.database_url)}: {error}"
+    return None
+
+
 def _when(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
@@ -353,18 +370,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return asyncio.run(COMMANDS[args.command](settings, args))
-    except AdminError as e:
-        message = str(e)
-    except (RedisConnectionError, RedisTimeoutError) as e:
-        message = f"cannot reach Redis at {describe_url(settings.redis_url)}: {e}"
-    except RedisError as e:
-        message = f"Redis at {describe_url(settings.redis_url)}: {e}"
-    except asyncpg.UndefinedTableError:
-        message = f"the database has no cohortsync tables yet; run: {PROG} migrate"
-    except (OSError, TimeoutError) as e:
-        message = f"cannot reach Postgres at {describe_url(settings.database_url)}: {e}"
-    except (asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-        message = f"Postgres at {describe_url(settings.database_url)}: {e}"
+    except Exception as e:
+        message = explain(e, settings)
+        if message is None:
+            raise
     print(f"{PROG}: {message}", file=sys.stderr)
     return 1
 
