@@ -1,0 +1,53 @@
+"""The edge's aiohttp application: middlewares, routes, and the pools it opens and closes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from ingest import audiences, auth, health, memberships, readapi
+from ingest.auth import auth_middleware
+from ingest.errors import ERROR_RENDERERS, error_middleware
+from ingest.state import API_KEYS, DB, LIVE_AUDIENCES, REDIS, SCRIPTS, SETTINGS, Scripts, TtlCache
+from schemas.settings import Settings
+
+# Edge requests are short; a few connections per process serve hundreds of requests a second.
+DB_POOL_MIN = 1
+DB_POOL_MAX = 10
+
+
+async def _pools(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    pool = await asyncpg.create_pool(
+        settings.database_url, min_size=DB_POOL_MIN, max_size=DB_POOL_MAX
+    )
+    client = aioredis.Redis.from_url(settings.redis_url)
+    app[DB] = pool
+    app[REDIS] = client
+    app[SCRIPTS] = Scripts(client)
+    try:
+        yield
+    finally:
+        await client.aclose()
+        await pool.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The edge: Integration API audience endpoints, read API and probes, behind auth and the
+    error middleware. Pools open on startup and close on cleanup."""
+    # Error middleware outermost, so a refused key is answered in the contract's shape too.
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[API_KEYS] = TtlCache()
+    app[LIVE_AUDIENCES] = TtlCache()
+    app[ERROR_RENDERERS] = []
+    app.cleanup_ctx.append(_pools)
+    for module in (health, auth, audiences, memberships, readapi):
+        app.router.add_routes(module.routes)
+    return app

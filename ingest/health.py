@@ -1,0 +1,60 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from ingest.bodies import json_response
+from ingest.migrate import pending
+from ingest.state import DB, REDIS
+
+routes = web.RouteTableDef()
+
+# A probe that hangs is as bad as one that fails; answer within a kubelet's default timeout.
+CHECK_TIMEOUT_S = 0.9
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def _check_redis(app: web.Application) -> str | None:
+    await app[REDIS].ping()
+    return None
+
+
+async def _check_postgres(app: web.Application) -> str | None:
+    async with app[DB].acquire() as conn:
+        missing = await pending(conn)
+    return f"migrations pending: {missing}" if missing else None
+
+
+async def _run(check: Coroutine[Any, Any, str | None]) -> str:
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            problem = await check
+    except TimeoutError:
+        return "timed out"
+    except Exception as e:
+        # The exception's type only: its text may carry hosts or credentials.
+        return f"unreachable: {type(e).__name__}"
+    return problem or "ok"
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    """200 when Redis and Postgres answer and every migration is applied; 503 naming what is not."""
+    redis_state, postgres_state = await asyncio.gather(
+        _run(_check_redis(request.app)), _run(_check_postgres(request.app))
+    )
+    checks = {"redis": redis_state, "postgres": postgres_state}
+    ready = all(state == "ok" for state in checks.values())
+    return json_response(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status=200 if ready else 503,
+    )

@@ -1,0 +1,136 @@
+"""Accepting membership changes into the per-audience Redis backlogs: the edge's hot path."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+
+import msgspec
+from aiohttp import web
+
+from ingest import store
+from ingest.bodies import read_json
+from ingest.errors import NotFound, TooManyRequests
+from ingest.state import DB, LIVE_AUDIENCES, MISS, SCRIPTS, SETTINGS
+from schemas import keys
+from schemas.talon import CustomerAudiences, ErrorItem, ErrorSource
+
+routes = web.RouteTableDef()
+
+_decoder = msgspec.json.Decoder(CustomerAudiences)
+# Amplitude and most clients back off on their own; never ask for more than an hour.
+MAX_RETRY_AFTER_S = 3600
+
+
+class UnknownAudiences(NotFound):
+    """Changes named audiences that do not exist or were deleted; nothing was accepted."""
+
+    def __init__(self, audience_ids: list[int]) -> None:
+        self.audience_ids = audience_ids
+        super().__init__("Audience not found")
+        self.errors = [
+            _not_found(i, ErrorSource(resource=f"/v2/audiences/{i}")) for i in audience_ids
+        ]
+
+
+def _not_found(audience_id: int, source: ErrorSource) -> ErrorItem:
+    return ErrorItem(
+        title="Audience not found",
+        details=f"Audience {audience_id} does not exist or was deleted",
+        source=source,
+    )
+
+
+async def missing_audiences(app: web.Application, audience_ids: Iterable[int]) -> list[int]:
+    """Those of ``audience_ids`` that are not live audiences; one query for the uncached ones."""
+    cache = app[LIVE_AUDIENCES]
+    now = time.monotonic()
+    unknown = [i for i in audience_ids if cache.get(i, now) is MISS]
+    if not unknown:
+        return []
+    live = set(await store.live_audience_ids(app[DB], unknown))
+    ttl_s = app[SETTINGS].audience_cache_ttl_s
+    for audience_id in live:
+        cache.put(audience_id, True, ttl_s, now)
+    return [i for i in unknown if i not in live]
+
+
+async def accept_entries(app: web.Application, groups: dict[int, list[str]]) -> int:
+    """Append changes to their audiences' backlogs in one ``accept.lua`` call, all or nothing.
+
+    ``groups`` maps audience id to entries of the form action code + profile id (``"a" + id``
+    adds, ``"d" + id`` deletes; ``keys.ACTION_CODE``). Returns how many were accepted; raises
+    ``UnknownAudiences`` (404) or ``TooManyRequests`` (429) having enqueued nothing.
+    """
+    if not groups:
+        return 0
+    missing = await missing_audiences(app, groups)
+    if missing:
+        raise UnknownAudiences(missing)
+    settings = app[SETTINGS]
+    script_keys = [keys.VERSIONS, keys.ACTIVE_LIST, keys.ACTIVE_SET, keys.BACKLOG_TOTAL]
+    args: list[str | int] = [settings.max_backlog, len(groups)]
+    incoming = 0
+    for audience_id, entries in groups.items():
+        script_keys.append(keys.backlog_key(audience_id))
+        script_keys.append(keys.stats_key(audience_id))
+        args.append(audience_id)
+        args.append(len(entries))
+        args.extend(entries)
+        incoming += len(entries)
+    accepted, count = await app[SCRIPTS].accept(keys=script_keys, args=args)
+    if not accepted:
+        raise TooManyRequests(
+            "Backlog full",
+            f"{count} changes are queued; this request would pass the bound of "
+            f"{settings.max_backlog}. Nothing was accepted.",
+            retry_after_s=_retry_after_s(
+                count + incoming - settings.max_backlog, settings.rate_limit_per_minute
+            ),
+        )
+    return int(count)
+
+
+async def accept_changes(app: web.Application, changes: Iterable[tuple[int, str, str]]) -> int:
+    """Accept ``(audience id, "add" | "delete", profile id)`` changes; see ``accept_entries``."""
+    groups: dict[int, list[str]] = {}
+    code = keys.ACTION_CODE
+    for audience_id, action, profile_id in changes:
+        entries = groups.get(audience_id)
+        if entries is None:
+            entries = groups[audience_id] = []
+        entries.append(code[action] + profile_id)
+    return await accept_entries(app, groups)
+
+
+def _retry_after_s(excess: int, rate_per_minute: int) -> int:
+    # Roughly when the workers will have made room for this request at the configured rate.
+    if rate_per_minute <= 0:
+        return 1
+    return max(1, min(MAX_RETRY_AFTER_S, math.ceil(excess * 60 / rate_per_minute)))
+
+
+@routes.post("/v2/customer_audiences")
+async def update_customer_audiences(request: web.Request) -> web.Response:
+    body = await read_json(request, _decoder)
+    # Per action only a dict lookup and one string build: no awaits, no Redis calls.
+    groups: dict[int, list[str]] = {}
+    code = keys.ACTION_CODE
+    for item in body.data:
+        entries = groups.get(item.audience_id)
+        if entries is None:
+            entries = groups[item.audience_id] = []
+        entries.append(code[item.action] + item.profile_integration_id)
+    try:
+        await accept_entries(request.app, groups)
+    except UnknownAudiences as e:
+        first: dict[int, int] = {}
+        for index, item in enumerate(body.data):
+            first.setdefault(item.audience_id, index)
+        e.errors = [
+            _not_found(i, ErrorSource(pointer=f"/data/{first[i]}/audienceId"))
+            for i in e.audience_ids
+        ]
+        raise
+    return web.Response(status=204)

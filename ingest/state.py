@@ -1,0 +1,82 @@
+"""What the edge keeps between requests: typed app and request keys, scripts, small caches."""
+
+from __future__ import annotations
+
+import enum
+from typing import Generic, Literal, TypeVar
+
+import asyncpg
+import msgspec
+import redis.asyncio as aioredis
+from aiohttp import web
+from redis.commands.core import AsyncScript
+
+from schemas.lua import source
+from schemas.settings import Settings
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Miss(enum.Enum):
+    """What a cache lookup answers when it knows nothing (a cached ``None`` is an answer)."""
+
+    MISS = 0
+
+
+MISS: Literal[Miss.MISS] = Miss.MISS
+
+
+class TtlCache(Generic[K, V]):
+    """A dict whose entries expire; bounded, so unknown keys cannot grow it without limit."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._entries: dict[K, tuple[float, V]] = {}
+        self._max_entries = max_entries
+
+    def get(self, key: K, now: float) -> V | Literal[Miss.MISS]:
+        entry = self._entries.get(key)
+        if entry is None:
+            return MISS
+        if entry[0] <= now:
+            del self._entries[key]
+            return MISS
+        return entry[1]
+
+    def put(self, key: K, value: V, ttl_s: float, now: float) -> None:
+        if len(self._entries) >= self._max_entries:
+            self._entries = {k: e for k, e in self._entries.items() if e[0] > now}
+            if len(self._entries) >= self._max_entries:
+                self._entries.clear()
+        self._entries[key] = (now + ttl_s, value)
+
+    def discard(self, key: K) -> None:
+        self._entries.pop(key, None)
+
+
+class ApiKey(msgspec.Struct, frozen=True):
+    """The API key a request authenticated with; ``scope`` None means every surface."""
+
+    id: int
+    scope: str | None
+
+
+class Scripts:
+    """The Lua scripts the edge runs, registered once per Redis client."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.accept: AsyncScript = redis.register_script(source("accept"))
+        self.next_version: AsyncScript = redis.register_script(source("next_version"))
+        self.mark_cleared: AsyncScript = redis.register_script(source("mark_cleared"))
+
+
+SETTINGS = web.AppKey("settings", Settings)
+DB = web.AppKey("db", asyncpg.Pool)
+REDIS = web.AppKey("redis", aioredis.Redis)
+SCRIPTS = web.AppKey("scripts", Scripts)
+# Key hash -> the key, or None for an unknown or revoked key (cached briefly).
+API_KEYS = web.AppKey("api_keys", TtlCache[bytes, ApiKey | None])
+# Audience ids known to be live; only positive answers are cached.
+LIVE_AUDIENCES = web.AppKey("live_audiences", TtlCache[int, bool])
+
+API_KEY = web.RequestKey("api_key", ApiKey)

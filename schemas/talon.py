@@ -1,0 +1,141 @@
+"""Talon.One Integration API bodies (audiences) and its error body, as msgspec Structs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+# Ids are Postgres bigints: bounding them here turns an oversized number into a 400, not a 500.
+BIGINT_MAX = 2**63 - 1
+Id = Annotated[int, Meta(ge=1, le=BIGINT_MAX)]
+Name = Annotated[str, Meta(min_length=1)]
+IntegrationId = Annotated[str, Meta(min_length=1, max_length=1000)]
+ProfileIntegrationId = Annotated[str, Meta(min_length=1, max_length=1000)]
+# The contract allows 1000 actions per request.
+MAX_ACTIONS = 1000
+
+
+class Body(msgspec.Struct, rename="camel", omit_defaults=True):
+    """Base of the JSON bodies: camelCase on the wire, unset (None) fields left out."""
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+class NewAudience(Body, kw_only=True):
+    """POST /v2/audiences."""
+
+    name: Name
+    sandbox: bool | None = None
+    description: str | None = None
+    subscribed_applications_ids: list[Id] | None = None
+    integration: str | None = None
+    integration_id: IntegrationId | None = None
+    created_in_3rd_party: bool | None = msgspec.field(default=None, name="createdIn3rdParty")
+    last_update: datetime | None = None
+
+
+class UpdateAudience(Body, kw_only=True):
+    """PUT /v2/audiences/{audienceId}."""
+
+    name: Name
+    subscribed_applications_ids: list[Id] | None = None
+
+
+class AudienceAction(Body, gc=False):
+    """One entry of POST /v2/customer_audiences."""
+
+    action: Literal["add", "delete"]
+    profile_integration_id: ProfileIntegrationId
+    audience_id: Id
+
+
+class CustomerAudiences(Body):
+    """POST /v2/customer_audiences; ``data`` is optional in the contract, so absent means none."""
+
+    data: Annotated[list[AudienceAction], Meta(max_length=MAX_ACTIONS)] = []
+
+
+# --- responses ------------------------------------------------------------------------------
+
+
+class Audience(Body, kw_only=True):
+    """The Audience entity the Integration API answers with."""
+
+    account_id: int
+    id: int
+    created: datetime
+    name: str
+    sandbox: bool | None = None
+    description: str | None = None
+    subscribed_applications_ids: list[int] | None = None
+    integration: str | None = None
+    integration_id: str | None = None
+    created_in_3rd_party: bool | None = msgspec.field(default=None, name="createdIn3rdParty")
+    last_update: datetime | None = None
+
+
+class AudienceWithCount(Audience, kw_only=True):
+    """An audience in the read API: its current member count and stored attributes."""
+
+    members_count: int
+    # Kept as the JSON text Postgres returns, so it is never decoded and re-encoded.
+    attributes: msgspec.Raw | None = None
+
+
+class AudiencePage(Body):
+    total_result_size: int
+    has_more: bool
+    data: list[AudienceWithCount]
+
+
+class Member(Body):
+    profile_integration_id: str
+    updated: datetime
+
+
+class MemberPage(Body):
+    total_result_size: int
+    has_more: bool
+    data: list[Member]
+
+
+class AudienceRef(Body):
+    id: int
+    name: str
+
+
+class ProfileAudiences(Body):
+    data: list[AudienceRef]
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+class ErrorSource(Body, kw_only=True):
+    """Where a problem is: exactly one of ``pointer``, ``parameter`` or ``line`` (contract)."""
+
+    pointer: str | None = None
+    parameter: str | None = None
+    line: str | None = None
+    resource: str | None = None
+
+
+class ErrorItem(Body, kw_only=True):
+    title: str
+    details: str | None = None
+    source: ErrorSource
+
+
+class ErrorBody(Body, kw_only=True):
+    """The Integration API's error body: ``{message, errors, StatusCode}``."""
+
+    message: str
+    errors: list[ErrorItem]
+    status_code: int = msgspec.field(name="StatusCode")
+
+
+Attributes = dict[str, Any]

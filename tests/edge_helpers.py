@@ -1,0 +1,51 @@
+"""Running the edge in-process for tests, and API keys to call it with."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from ingest.app import create_app
+from schemas.apikeys import hash_key, new_key, shown_part
+from schemas.settings import Settings
+
+Client = TestClient[web.Request, web.Application]
+
+
+async def create_key(
+    db: asyncpg.Pool, *, scope: str | None = None, revoked: bool = False
+) -> tuple[int, str]:
+    """(id, key) of a key stored the way the admin command stores it."""
+    key = new_key()
+    key_id = await db.fetchval(
+        """INSERT INTO api_keys (name, key_hash, key_prefix, scope, revoked_at)
+           VALUES ('test', $1, $2, $3, CASE WHEN $4 THEN now() END) RETURNING id""",
+        hash_key(key),
+        shown_part(key),
+        scope,
+        revoked,
+    )
+    return key_id, key
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"ApiKey-v1 {key}"}
+
+
+@asynccontextmanager
+async def running_edge(
+    settings: Settings, key: str | None = None, app: web.Application | None = None
+) -> AsyncIterator[Client]:
+    """A test client on a real port, sending ``key`` with every request when given."""
+    client = TestClient(
+        TestServer(app or create_app(settings)), headers=auth(key) if key else None
+    )
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
