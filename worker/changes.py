@@ -1,0 +1,81 @@
+"""The arq job: one membership change waits for its rate-limit slot, then is group-committed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import msgspec
+from arq import Retry
+
+from schemas import keys
+from schemas.jobs import Change
+from worker.errors import backoff_s, describe, is_transient
+from worker.state import JobContext
+
+logger = logging.getLogger(__name__)
+
+# While Postgres or Redis is down every job fails the same way; say so once per interval.
+TRANSIENT_LOG_INTERVAL_S = 10.0
+_last_transient_log = 0.0
+
+
+class DeadLetter(msgspec.Struct, rename="camel", frozen=True):
+    """An entry of ``cs:dead`` (JSON): the job's arguments as queued, and why they failed."""
+
+    job_id: str
+    args: list[Any]
+    error: str
+    failed_at_ms: int
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+async def apply_change(
+    ctx: JobContext, audience_id: int, profile_id: str, member: bool, version: int
+) -> bool:
+    """Apply one change; True if it changed the stored state, False if it was stale or dead.
+
+    Transient failures raise ``arq.Retry`` with back-off; arq never gives up on them
+    (``max_tries`` is effectively unbounded). Permanent ones go to ``cs:dead`` once.
+    """
+    state = ctx["cohortsync"]
+    args = [audience_id, profile_id, member, version]
+    try:
+        change = msgspec.convert(args, Change)
+        async with asyncio.timeout(state.job_budget_s):
+            await state.limiter.acquire()
+            return await state.applier.apply(change)
+    except Exception as e:
+        if is_transient(e):
+            _log_transient(e)
+            raise Retry(defer=backoff_s(ctx["job_try"])) from e
+        logger.error(
+            "change %s failed permanently, kept in %s: %s",
+            ctx["job_id"],
+            keys.DEAD_LETTERS,
+            describe(e),
+        )
+        await _dead_letter(ctx, args, e)
+        return False
+
+
+async def _dead_letter(ctx: JobContext, args: list[Any], error: Exception) -> None:
+    letter = DeadLetter(ctx["job_id"], args, describe(error), int(time.time() * 1000))
+    try:
+        await ctx["cohortsync"].redis.rpush(keys.DEAD_LETTERS, _encode(letter))  # type: ignore[misc]
+    except Exception as e:
+        if is_transient(e):
+            raise Retry(defer=backoff_s(ctx["job_try"])) from e
+        raise
+
+
+def _log_transient(error: Exception) -> None:
+    global _last_transient_log
+    now = time.monotonic()
+    if now - _last_transient_log >= TRANSIENT_LOG_INTERVAL_S:
+        _last_transient_log = now
+        logger.warning("changes are retried with back-off: %s", describe(error))

@@ -1,0 +1,94 @@
+"""The dispatcher: moves backlog entries into arq's queue, round-robin, never past the watermark."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import NamedTuple
+
+from redis.asyncio import Redis
+
+from schemas import keys
+from schemas.lua import source
+from schemas.settings import Settings
+from worker.errors import describe
+
+logger = logging.getLogger(__name__)
+
+# Nothing to move (empty backlogs or a full queue): ask again after this long.
+IDLE_S = 0.03
+# Some jobs created but not a full batch: the queue is nearly full, a shorter pause will do.
+PARTIAL_S = 0.005
+MAX_BACKOFF_S = 5.0
+
+
+class DispatchResult(NamedTuple):
+    """The reply of one ``dispatch.lua`` call."""
+
+    created: int
+    dropped: int
+    ready_before: int
+    backlog_total: int
+
+
+class Dispatcher:
+    """One per replica; ``dispatch.lua`` is atomic, so any number may run against one Redis."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self._script = redis.register_script(source("dispatch"))
+        self._keys = [
+            settings.queue_name,
+            keys.ACTIVE_LIST,
+            keys.ACTIVE_SET,
+            keys.CLEARED,
+            keys.BACKLOG_TOTAL,
+        ]
+        self._args: list[str | int] = [
+            settings.dispatch_watermark,
+            settings.dispatch_batch,
+            settings.dispatch_quantum,
+            keys.BACKLOG_PREFIX,
+            keys.STATS_PREFIX,
+            keys.ARQ_JOB_PREFIX,
+            keys.APPLY_FUNCTION,
+        ]
+        self._batch = settings.dispatch_batch
+        self._task: asyncio.Task[None] | None = None
+
+    async def dispatch_once(self) -> DispatchResult:
+        reply = await self._script(keys=self._keys, args=self._args)
+        return DispatchResult(*(int(x) for x in reply))
+
+    async def run(self) -> None:
+        """Dispatch until cancelled; Redis errors are logged and waited out, never fatal."""
+        failures = 0
+        while True:
+            try:
+                result = await self.dispatch_once()
+            except Exception as e:
+                failures += 1
+                if failures == 1:
+                    logger.warning("dispatch failed, retrying with back-off: %s", describe(e))
+                await asyncio.sleep(min(MAX_BACKOFF_S, 0.05 * 2 ** min(failures, 10)))
+                continue
+            if failures:
+                logger.info("dispatch recovered after %d failed attempts", failures)
+                failures = 0
+            if result.created >= self._batch or (result.dropped and result.backlog_total):
+                await asyncio.sleep(0)
+            elif result.created:
+                await asyncio.sleep(PARTIAL_S)
+            else:
+                await asyncio.sleep(IDLE_S)
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self.run(), name="cohortsync-dispatcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

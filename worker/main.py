@@ -1,0 +1,91 @@
+"""``cohortsync-worker``: one worker replica; run as many as the backlog needs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import asyncpg
+import redis.exceptions
+
+from schemas.settings import PREFIX, Settings, SettingsError
+from worker.app import create_worker
+from worker.errors import describe
+
+# Start-up failures worth one line rather than a traceback.
+UNREACHABLE = (OSError, redis.exceptions.RedisError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+# The settings this process reads, for --help.
+USED_SETTINGS = {
+    "database_url": "Postgres the changes are applied to",
+    "redis_url": "Redis holding backlogs, arq's queue and the limiter",
+    "rate_limit_per_minute": "changes applied per minute over all replicas; 0 lifts the limit "
+    "(cohortsync-admin set-rate overrides it at runtime)",
+    "rate_burst": "changes allowed beyond the steady rate",
+    "queue_name": "arq queue name",
+    "worker_max_jobs": "concurrent jobs in this replica",
+    "job_timeout_s": "a job running longer is re-run",
+    "dispatch_watermark": "most ready jobs on arq's queue",
+    "dispatch_batch": "jobs one dispatch call creates",
+    "dispatch_quantum": "entries per audience per round-robin turn",
+    "group_commit_max_rows": "rows per group commit",
+    "group_commit_delay_ms": "longest wait before a group commit",
+    "log_level": "DEBUG, INFO, WARNING or ERROR",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    defaults = Settings()
+    lines = [
+        f"  {PREFIX}{name.upper()}  {text} (default: {getattr(defaults, name)})"
+        for name, text in USED_SETTINGS.items()
+    ]
+    return argparse.ArgumentParser(
+        prog="cohortsync-worker",
+        description="Run one cohortsync worker replica: move queued membership changes into "
+        "arq's queue fairly across audiences and apply them to Postgres at the shared rate "
+        "limit. Stops cleanly on SIGTERM or SIGINT; unfinished jobs are re-run by another "
+        "replica.",
+        epilog="configuration (environment variables):\n" + "\n".join(lines),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ)
+    except SettingsError as e:
+        print(f"cohortsync-worker: {e}", file=sys.stderr)
+        raise SystemExit(2) from e
+    level = logging.getLevelName(settings.log_level.upper())
+    if not isinstance(level, int):
+        print(
+            f"cohortsync-worker: {PREFIX}LOG_LEVEL: unknown level {settings.log_level!r}",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level > logging.DEBUG:
+        # arq logs every job start and end at INFO: thousands of lines a minute.
+        logging.getLogger("arq.worker").setLevel(max(level, logging.WARNING))
+
+    # arq's Worker takes the current event loop and installs SIGTERM/SIGINT handlers on it:
+    # they cancel the running jobs (left on the queue for another replica) and stop the loop.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        create_worker(settings).run()
+    except UNREACHABLE as e:
+        logging.getLogger(__name__).error("cannot run: %s", describe(e))
+        raise SystemExit(1) from e
+    finally:
+        loop.close()
+
+
+if __name__ == "__main__":
+    main()

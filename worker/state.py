@@ -1,0 +1,80 @@
+"""What a worker process holds open while it runs: pools, limiter, applier, dispatcher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypedDict
+
+import asyncpg
+from redis.asyncio import Redis
+
+from schemas.settings import Settings
+from worker.applier import Applier
+from worker.dispatcher import Dispatcher
+from worker.limiter import Limiter
+
+DB_POOL_MAX_SIZE = 4
+# A statement slower than this is abandoned and its jobs retried (not a hang until job_timeout).
+DB_COMMAND_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    settings: Settings
+    redis: Redis
+    db: Any  # asyncpg.Pool; asyncpg ships no type information
+    limiter: Limiter
+    applier: Applier
+    dispatcher: Dispatcher | None
+
+    @classmethod
+    async def open(cls, settings: Settings, redis: Redis, *, dispatch: bool = True) -> WorkerState:
+        """Open the Postgres pool and start the dispatcher (unless ``dispatch=False``)."""
+        db = await asyncpg.create_pool(
+            settings.database_url,
+            min_size=1,
+            max_size=DB_POOL_MAX_SIZE,
+            command_timeout=DB_COMMAND_TIMEOUT_S,
+        )
+        limiter = Limiter(
+            redis, rate_per_minute=settings.rate_limit_per_minute, burst=settings.rate_burst
+        )
+        applier = Applier(
+            db,
+            redis,
+            max_rows=settings.group_commit_max_rows,
+            delay_s=settings.group_commit_delay_ms / 1000,
+        )
+        dispatcher = Dispatcher(redis, settings) if dispatch else None
+        if dispatcher is not None:
+            dispatcher.start()
+        return cls(settings, redis, db, limiter, applier, dispatcher)
+
+    @property
+    def job_budget_s(self) -> float:
+        """How long a job may take before it gives up and retries, well before arq's timeout
+        (which would fail the job and delete the change)."""
+        timeout_s = float(self.settings.job_timeout_s)
+        return max(timeout_s * 0.8, timeout_s - 10.0)
+
+    async def close(self) -> None:
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+        await self.limiter.close()
+        await self.applier.close()
+        await self.db.close()
+
+
+class JobContext(TypedDict):
+    """arq's ``ctx`` as a job sees it, with this worker's state under ``cohortsync``."""
+
+    redis: Redis
+    job_id: str
+    job_try: int
+    enqueue_time: datetime
+    score: int
+    cohortsync: WorkerState
+
+
+STATE_KEY = "cohortsync"
