@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
+from typing import cast
 
 import asyncpg
+import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from ingest.app import create_app
+from schemas import keys
 from schemas.apikeys import hash_key, new_key, shown_part
 from schemas.settings import Settings
 
@@ -41,11 +44,25 @@ async def running_edge(
     settings: Settings, key: str | None = None, app: web.Application | None = None
 ) -> AsyncIterator[Client]:
     """A test client on a real port, sending ``key`` with every request when given."""
-    client = TestClient(
-        TestServer(app or create_app(settings)), headers=auth(key) if key else None
-    )
+    client = TestClient(TestServer(app or create_app(settings)), headers=auth(key) if key else None)
     await client.start_server()
     try:
         yield client
     finally:
         await client.close()
+
+
+# redis-py types its asyncio commands as "Awaitable[T] | T"; these say what a test reads.
+async def backlog(redis: aioredis.Redis, audience_id: int) -> list[tuple[str, str, int]]:
+    """The audience's queued changes as (action, profile id, version)."""
+    raw = await cast(Awaitable[list[bytes]], redis.lrange(keys.backlog_key(audience_id), 0, -1))
+    return [keys.decode_entry(e.decode()) for e in raw]
+
+
+async def redis_int(redis: aioredis.Redis, key: str, field: str | None = None) -> int | None:
+    """An integer string or hash field, None when absent."""
+    if field is None:
+        value = await cast(Awaitable[bytes | None], redis.get(key))
+    else:
+        value = await cast(Awaitable[bytes | None], redis.hget(key, field))
+    return None if value is None else int(value)

@@ -16,7 +16,7 @@ from talon_one.models.update_audience import UpdateAudience
 
 from schemas import keys
 from schemas.settings import Settings
-from tests.edge_helpers import Client, create_key, running_edge
+from tests.edge_helpers import Client, backlog, create_key, redis_int, running_edge
 
 
 @pytest.fixture
@@ -177,7 +177,7 @@ async def test_clear_records_version_and_drops_older_changes(
     await insert_members(db, aid, [("p1", True, 10), ("p2", False, 11)])
     queued = [{"action": "add", "profileIntegrationId": "q1", "audienceId": aid}]
     assert (await client.post("/v2/customer_audiences", json={"data": queued})).status == 204
-    queued_version = keys.decode_entry((await redis.lindex(keys.backlog_key(aid), 0)).decode())[2]
+    [(_, _, queued_version)] = await backlog(redis, aid)
 
     resp = await client.delete(f"/v2/audiences/{aid}/memberships")
     assert resp.status == 204
@@ -188,12 +188,12 @@ async def test_clear_records_version_and_drops_older_changes(
     cleared = row["cleared_version"]
     assert cleared > queued_version
     assert row["deleted_at"] is None
-    assert int(await redis.hget(keys.CLEARED, str(aid))) == cleared
+    assert await redis_int(redis, keys.CLEARED, str(aid)) == cleared
     assert await db.fetchval("SELECT count(*) FROM memberships WHERE audience_id=$1", aid) == 0
     # The whole backlog was older than the clear: dropped at once.
-    assert await redis.llen(keys.backlog_key(aid)) == 0
-    assert int(await redis.get(keys.BACKLOG_TOTAL)) == 0
-    assert await redis.hget(keys.stats_key(aid), "dropped") == b"1"
+    assert await backlog(redis, aid) == []
+    assert await redis_int(redis, keys.BACKLOG_TOTAL) == 0
+    assert await redis_int(redis, keys.stats_key(aid), "dropped") == 1
     # The audience stays and takes members again.
     again = [{"action": "add", "profileIntegrationId": "q2", "audienceId": aid}]
     assert (await client.post("/v2/customer_audiences", json={"data": again})).status == 204
@@ -207,7 +207,7 @@ async def test_delete_audience(client: Client, db: asyncpg.Pool, redis: aioredis
     row = await db.fetchrow("SELECT cleared_version, deleted_at FROM audiences WHERE id=$1", aid)
     assert row is not None
     assert row["deleted_at"] is not None
-    assert int(await redis.hget(keys.CLEARED, str(aid))) == row["cleared_version"] > 10
+    assert await redis_int(redis, keys.CLEARED, str(aid)) == row["cleared_version"] > 10
     assert await db.fetchval("SELECT count(*) FROM memberships WHERE audience_id=$1", aid) == 0
     assert (await client.delete(f"/v2/audiences/{aid}")).status == 404
     # Memberships for a deleted audience are refused at once (the edge's cache forgot it).
@@ -253,7 +253,7 @@ async def test_official_sdk_works_unchanged(client: Client) -> None:
 
     created = await asyncio.to_thread(
         api.create_audience_v2,
-        NewAudience(name="SDK", integration="amplitude", integration_id="sdk-1", sandbox=False),
+        NewAudience(name="SDK", integration="amplitude", integrationId="sdk-1", sandbox=False),
     )
     assert (created.name, created.integration_id, created.sandbox) == ("SDK", "sdk-1", False)
     assert created.account_id == 1
