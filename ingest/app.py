@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import asyncpg
-import redis.asyncio as aioredis
 from aiohttp import web
 
-from ingest import audiences, auth, health, memberships, readapi
+from ingest import audiences, auth, health, memberships, readapi, redisclient
 from ingest.auth import auth_middleware
 from ingest.errors import ERROR_RENDERERS, error_middleware
 from ingest.state import API_KEYS, DB, LIVE_AUDIENCES, REDIS, SCRIPTS, SETTINGS, Scripts, TtlCache
@@ -24,7 +23,7 @@ async def _pools(app: web.Application) -> AsyncIterator[None]:
     pool = await asyncpg.create_pool(
         settings.database_url, min_size=DB_POOL_MIN, max_size=DB_POOL_MAX
     )
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = redisclient.connect(settings.redis_url)
     app[DB] = pool
     app[REDIS] = client
     app[SCRIPTS] = Scripts(client)

@@ -299,3 +299,14 @@ async def test_accept_changes_refuses_past_the_bound(
         with pytest.raises(TooManyRequests):
             await accept_changes(client.app, [(a, "add", "u1"), (a, "add", "u2")])
     assert await redis.dbsize() == 0
+
+
+async def test_accept_survives_redis_forgetting_its_scripts(
+    client: Client, db: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    # As after a Redis restart: EVALSHA fails, the client loads the script ("SCRIPT LOAD").
+    a = await new_audience(db)
+    await redis.script_flush()
+    resp = await client.post("/v2/customer_audiences", json={"data": [action(a, "p1")]})
+    assert resp.status == 204
+    assert [p for _, p, _ in await backlog(redis, a)] == ["p1"]
