@@ -6,8 +6,11 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 import msgspec
 from aiohttp import web
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.talon import ErrorBody, ErrorItem, ErrorSource
 
@@ -66,6 +69,11 @@ class UnsupportedMediaType(ApiError):
     message = "Unsupported media type"
 
 
+class ServiceUnavailable(ApiError):
+    status = 503
+    message = "Service unavailable"
+
+
 class TooManyRequests(ApiError):
     status = 429
     message = "Too many requests"
@@ -76,6 +84,17 @@ class TooManyRequests(ApiError):
             title, details, pointer="/data", headers={"Retry-After": str(retry_after_s)}
         )
 
+
+# Failures of Redis or Postgres to answer, rather than of the request or of our code.
+_UNAVAILABLE = (
+    OSError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
 
 # A renderer writes an ApiError in one surface's error format; see ERROR_RENDERERS.
 ErrorRenderer = Callable[[web.Request, ApiError], web.Response]
@@ -169,6 +188,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if e.status < 400:
             raise
         return render(request, from_http(request, e))
+    except _UNAVAILABLE as e:
+        # Redis or Postgres is down or unreachable: worth a retry, unlike a 500.
+        log.warning("%s %s: backing service unavailable: %r", request.method, request.path, e)
+        unavailable = ServiceUnavailable(
+            "Service unavailable",
+            "A backing service did not answer; nothing was accepted. Retry later.",
+            resource=request.path,
+            headers={"Retry-After": "1"},
+        )
+        return render(request, unavailable)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return render(request, ApiError("Internal server error", resource=request.path))

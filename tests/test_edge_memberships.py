@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -310,3 +311,22 @@ async def test_accept_survives_redis_forgetting_its_scripts(
     resp = await client.post("/v2/customer_audiences", json={"data": [action(a, "p1")]})
     assert resp.status == 204
     assert [p for _, p, _ in await backlog(redis, a)] == ["p1"]
+
+
+async def test_redis_down_is_503_with_retry_after(
+    settings: Settings, key: str, db: asyncpg.Pool
+) -> None:
+    a = await new_audience(db)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    broken = settings.with_changes(redis_url=f"redis://127.0.0.1:{closed_port}/0")
+    async with running_edge(broken, key) as client:
+        resp = await client.post("/v2/customer_audiences", json={"data": [action(a, "p1")]})
+        assert resp.status == 503
+        assert resp.headers["Retry-After"] == "1"
+        assert (await resp.json())["StatusCode"] == 503
+        # A clear takes its version from Redis first: refused before Postgres changes.
+        resp = await client.delete(f"/v2/audiences/{a}/memberships")
+        assert resp.status == 503
+    assert await db.fetchval("SELECT cleared_version FROM audiences WHERE id = $1", a) == 0
