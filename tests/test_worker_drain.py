@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -95,7 +97,7 @@ async def test_clear_with_nothing_newer_drops_the_whole_backlog(
     a = await new_audience(db)
     await accept(redis, a, [("add", f"p{i}") for i in range(20)])
     await clear(db, redis, a)
-    assert await redis.llen(keys.backlog_key(a)) == 0
+    assert await redis.llen(keys.backlog_key(a)) == 0  # type: ignore[misc]
 
     await run_until_drained(unlimited(settings), timeout_s=30)
 
@@ -119,3 +121,59 @@ async def test_deleted_audience_changes_are_dropped(
     assert await memberships(db, a) == {}
     assert {p: m for p, (m, _) in (await memberships(db, b)).items()} == {"q": True}
     assert (await stats(redis, a))["dropped"] == 11
+
+
+async def test_small_audience_is_not_stuck_behind_a_large_one(
+    settings: Settings, db: Any, redis: aioredis.Redis
+) -> None:
+    large = await new_audience(db, "large")
+    small = await new_audience(db, "small")
+    await accept(redis, large, [("add", f"l{i}") for i in range(1500)])
+    fair = settings.with_changes(rate_limit_per_minute=0, dispatch_watermark=50)
+    # The large audience is already on arq's queue when the small one arrives.
+    assert (await Dispatcher(redis, fair).dispatch_once()).created == 50
+    await accept(redis, small, [("add", f"s{i}") for i in range(20)])
+
+    await run_until_drained(fair, timeout_s=60)
+
+    small_done = await db.fetchval(
+        "SELECT max(updated_at) FROM memberships WHERE audience_id = $1", small
+    )
+    large_before = await db.fetchval(
+        "SELECT count(*) FROM memberships WHERE audience_id = $1 AND updated_at <= $2",
+        large,
+        small_done,
+    )
+    assert len(await memberships(db, small)) == 20
+    assert len(await memberships(db, large)) == 1500
+    # Round-robin: the 20 small changes went in alongside about as many large ones, after the
+    # 50 already queued; nowhere near the 1500 a FIFO would have put first.
+    assert large_before < 200
+
+
+async def test_dispatch_keeps_arq_queue_at_the_watermark(
+    settings: Settings, db: Any, redis: aioredis.Redis
+) -> None:
+    a = await new_audience(db)
+    await accept(redis, a, [("add", f"p{i}") for i in range(2000)])
+    shallow = settings.with_changes(
+        rate_limit_per_minute=6000, dispatch_watermark=40, dispatch_batch=15
+    )
+    dispatcher = Dispatcher(redis, shallow)
+    for _ in range(5):
+        await dispatcher.dispatch_once()
+    assert await redis.zcard(shallow.queue_name) == 40
+    assert (await dispatcher.dispatch_once()).created == 0
+
+    # With a worker (and its dispatcher) running, the queue never grows past the watermark.
+    drain = asyncio.create_task(run_until_drained(shallow, timeout_s=60))
+    depths: list[int] = []
+    while len(depths) < 100 or not await memberships(db, a):
+        depths.append(await redis.zcard(shallow.queue_name))
+        assert await redis.llen(keys.backlog_key(a)) > 0  # type: ignore[misc]
+        await asyncio.sleep(0.01)
+    drain.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await drain
+    assert max(depths) <= 40
+    assert len(await memberships(db, a)) < 2000

@@ -23,13 +23,13 @@ async def new_audience(db: Any, name: str = "cohort") -> int:
 async def accept(redis: aioredis.Redis, audience_id: int, changes: Changes) -> list[int]:
     """Append changes to an audience's backlog with accept.lua; returns their versions."""
     script = redis.register_script(source("accept"))
-    before = await redis.llen(keys.backlog_key(audience_id))
+    before = await redis.llen(keys.backlog_key(audience_id))  # type: ignore[misc]
     args: list[str | int] = [10**12, 1, audience_id, len(changes)]
     args += [keys.ACTION_CODE[action] + profile for action, profile in changes]
     key_args = [keys.VERSIONS, keys.ACTIVE_LIST, keys.ACTIVE_SET, keys.BACKLOG_TOTAL]
     key_args += [keys.backlog_key(audience_id), keys.stats_key(audience_id)]
     assert await script(keys=key_args, args=args) == [1, len(changes)]
-    entries = await redis.lrange(keys.backlog_key(audience_id), before, -1)
+    entries = await redis.lrange(keys.backlog_key(audience_id), before, -1)  # type: ignore[misc]
     return [keys.decode_entry(e.decode())[2] for e in entries]
 
 

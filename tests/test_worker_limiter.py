@@ -1,0 +1,118 @@
+"""The shared rate limiter: coalesced reservations, runtime rate changes, one rate for all."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from schemas import keys
+from schemas.settings import Settings
+from tests.worker_support import accept, new_audience
+from worker.app import health_check_key
+from worker.limiter import Limiter
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def test_concurrent_acquisitions_share_one_round_trip(redis: aioredis.Redis) -> None:
+    limiter = Limiter(redis, rate_per_minute=0, burst=0)
+    await limiter.acquire()  # learns the rate in force
+    await asyncio.gather(*(limiter.acquire() for _ in range(50)))
+    assert limiter.calls == 2
+    await limiter.close()
+
+
+async def test_slots_are_spaced_by_the_rate(redis: aioredis.Redis) -> None:
+    limiter = Limiter(redis, rate_per_minute=60_000, burst=0)
+    first = await limiter.reserve(5)
+    second = await limiter.reserve(1)
+    assert first.interval_s == second.interval_s == 0.001
+    # The second reservation queues behind the five slots of the first (less the time elapsed).
+    assert second.first_s > first.first_s + 3 * first.interval_s
+    await limiter.close()
+
+
+async def test_config_hash_changes_the_rate_at_runtime(redis: aioredis.Redis) -> None:
+    limiter = Limiter(redis, rate_per_minute=600, burst=5)
+    assert (await limiter.reserve(1)).rate_per_minute == 600
+    await redis.hset(keys.CONFIG, "rate_per_minute", "6000")  # type: ignore[misc]
+    grant = await limiter.reserve(1)
+    assert (grant.rate_per_minute, grant.interval_s) == (6000, 0.01)
+    await redis.hset(keys.CONFIG, "rate_per_minute", "0")  # type: ignore[misc]
+    assert tuple(await limiter.reserve(100)) == (0.0, 0.0, 0)
+    assert limiter.rate_per_minute == 0
+    await limiter.close()
+
+
+async def test_waiters_get_consecutive_slots(redis: aioredis.Redis) -> None:
+    # 6000/min: 20 waiters need about 190 ms after the first slot; sleeping, not failing.
+    limiter = Limiter(redis, rate_per_minute=6000, burst=0)
+    loop = asyncio.get_running_loop()
+    done: list[float] = []
+
+    async def one() -> None:
+        await limiter.acquire()
+        done.append(loop.time())
+
+    await asyncio.gather(*(one() for _ in range(20)))
+    assert len(done) == 20
+    # Every slot is at least one interval after the previous one (less timer slack).
+    gaps = [b - a for a, b in zip(sorted(done), sorted(done)[1:], strict=False)]
+    assert min(gaps) > 0.005
+    await limiter.close()
+
+
+async def test_rate_holds_across_worker_processes(
+    settings: Settings, db: Any, redis: aioredis.Redis
+) -> None:
+    audience = await new_audience(db)
+    await accept(redis, audience, [("add", f"p{i}") for i in range(400)])
+    rate_per_minute, burst = 600, settings.rate_burst
+    env = {
+        **os.environ,
+        "COHORTSYNC_DATABASE_URL": settings.database_url,
+        "COHORTSYNC_REDIS_URL": settings.redis_url,
+        "COHORTSYNC_RATE_LIMIT_PER_MINUTE": str(rate_per_minute),
+        "COHORTSYNC_LOG_LEVEL": "WARNING",
+    }
+    started = time.monotonic()
+    workers = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "worker.main",
+            env=env,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    try:
+        # Each replica keeps its own health key while it runs.
+        health = [health_check_key(settings, f"{socket.gethostname()}:{w.pid}") for w in workers]
+        while await redis.exists(*health) < 2:
+            assert all(w.returncode is None for w in workers)
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(max(0.0, started + 5 - time.monotonic()))
+        applied = await db.fetchval(
+            "SELECT count(*) FROM memberships WHERE audience_id = $1", audience
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        for w in workers:
+            if w.returncode is None:
+                w.send_signal(signal.SIGTERM)
+        outcomes = [await w.communicate() for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], [err.decode() for _, err in outcomes]
+    assert await redis.exists(*health) == 0
+    # One process alone could apply 600/min; two limited separately would apply twice that.
+    assert 0 < applied <= rate_per_minute / 60 * elapsed + burst + 10
