@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -87,7 +88,9 @@ class TooManyRequests(ApiError):
 
 # Failures of Redis or Postgres to answer, rather than of the request or of our code.
 _UNAVAILABLE = (
-    OSError,
+    ConnectionError,
+    TimeoutError,
+    socket.gaierror,
     RedisConnectionError,
     RedisTimeoutError,
     asyncpg.PostgresConnectionError,

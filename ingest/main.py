@@ -24,7 +24,7 @@ def _describe_settings() -> str:
     lines = ["configuration (environment variables, read once at start):"]
     for field in msgspec.structs.fields(Settings):
         default = getattr(defaults, field.name)
-        lines.append(f"  {PREFIX}{field.name.upper():<32} default {default!r}")
+        lines.append(f"  {PREFIX + field.name.upper():<36} default {default!r}")
     return "\n".join(lines)
 
 
