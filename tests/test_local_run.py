@@ -6,9 +6,12 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sys
 import tempfile
+from asyncio.subprocess import Process
 from pathlib import Path
+from typing import IO
 
 import aiohttp
 import pytest
@@ -33,6 +36,10 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+def _cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
 def _running(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
@@ -51,27 +58,35 @@ async def _banner(stdout: asyncio.StreamReader) -> str:
     return "".join(lines)
 
 
-async def test_run_serves_a_member_and_stops_on_ctrl_c(
-    database_url: str, redis_url: str, redis: aioredis.Redis, tmp_path: Path
-) -> None:
+def _env(database_url: str, redis_url: str, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COHORTSYNC_")}
-    env |= {
+    return env | {
         "COHORTSYNC_DATABASE_URL": database_url,
         "COHORTSYNC_REDIS_URL": redis_url,
         "COHORTSYNC_HTTP_HOST": "127.0.0.1",
-        "COHORTSYNC_HTTP_PORT": str(embedded.free_port()),
+        "COHORTSYNC_HTTP_PORT": str(port),
     }
+
+
+async def _start(env: dict[str, str], data_dir: Path, logs: IO[bytes]) -> Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "deploy.local",
+        "--data-dir",
+        str(data_dir),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=logs,
+    )
+
+
+async def test_run_serves_a_member_and_stops_on_ctrl_c(
+    database_url: str, redis_url: str, redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    env = _env(database_url, redis_url, embedded.free_port())
     with tempfile.TemporaryFile() as logs:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "deploy.local",
-            "--data-dir",
-            str(tmp_path),
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=logs,
-        )
+        proc = await _start(env, tmp_path, logs)
         try:
             assert proc.stdout is not None
             banner = await _banner(proc.stdout)
@@ -109,3 +124,39 @@ async def test_run_serves_a_member_and_stops_on_ctrl_c(
             if proc.returncode is None:
                 proc.send_signal(signal.SIGINT)
                 await proc.wait()
+
+
+async def test_a_dying_worker_stops_everything_and_is_named(
+    database_url: str, redis_url: str, redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    env = _env(database_url, redis_url, embedded.free_port())
+    with tempfile.TemporaryFile() as logs:
+        proc = await _start(env, tmp_path, logs)
+        try:
+            assert proc.stdout is not None
+            assert "API key:" in await _banner(proc.stdout)
+            children = _children(proc.pid)
+            workers = [pid for pid in children if b"worker.main" in _cmdline(pid)]
+            assert len(workers) == 2
+            os.kill(workers[0], signal.SIGKILL)
+            assert await proc.wait() == 1
+            assert [pid for pid in children if _running(pid)] == []
+            logs.seek(0)
+            assert re.search(r"worker-[12] exited unexpectedly with code -9", logs.read().decode())
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGINT)
+                await proc.wait()
+
+
+async def test_busy_port_is_reported(database_url: str, redis_url: str, tmp_path: Path) -> None:
+    with socket.socket() as taken, tempfile.TemporaryFile() as logs:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = await _start(_env(database_url, redis_url, port), tmp_path, logs)
+        assert await proc.wait() == 1
+        logs.seek(0)
+        assert f"COHORTSYNC_HTTP_PORT: port {port} on 127.0.0.1 is already in use" in (
+            logs.read().decode()
+        )
