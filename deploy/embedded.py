@@ -51,7 +51,12 @@ def postgres(data_dir: Path) -> Iterator[str]:
         ) from e
     data_dir.mkdir(parents=True, exist_ok=True)
     _forget_dead_holders(data_dir)
-    server: Any = get_server(str(data_dir), cleanup_mode="stop")
+    try:
+        server: Any = get_server(str(data_dir), cleanup_mode="stop")
+    except (subprocess.SubprocessError, OSError) as e:
+        raise EmbeddedError(
+            f"embedded Postgres did not start on {data_dir}: {e} (server log: {data_dir / 'log'})"
+        ) from e
     try:
         yield str(server.get_uri())
     finally:
