@@ -14,6 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from redis import Redis as RedisClient
+from redis.exceptions import RedisError
+
 
 class EmbeddedError(RuntimeError):
     """An embedded server could not be started."""
@@ -89,43 +92,67 @@ def _alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def redis(data_dir: Path, port: int | None = None, *, appendonly: bool = False) -> Iterator[str]:
-    """Run an embedded redis-server on a free port; yields its URL.
+    """Run an embedded redis-server on ``port`` (default: a free one); yields its URL.
 
     With ``appendonly`` the data survives a restart on the same ``data_dir`` (an AOF log fsynced
     every second); without, nothing is written to disk.
     """
     binary = _redis_binary()
-    port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "yes" if appendonly else "no",
-            "--dir", str(data_dir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        # Its own session: a Ctrl-C in the terminal reaches only our process, which stops this
-        # server last, after the processes that use it.
-        start_new_session=True,
-    )  # fmt: skip
+    # Another process can take a free port before redis-server binds it: then try another one.
+    for attempt in range(1, 4):
+        chosen = port or free_port()
+        proc = subprocess.Popen(
+            [
+                binary,
+                "--port", str(chosen),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "yes" if appendonly else "no",
+                "--dir", str(data_dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            # Its own session: a Ctrl-C in the terminal reaches only our process, which stops
+            # this server last, after the processes that use it.
+            start_new_session=True,
+        )  # fmt: skip
+        if _redis_ready(proc, chosen):
+            break
+        _stop(proc)
+        if port is not None or attempt == 3:
+            raise EmbeddedError(f"embedded redis-server did not start on port {chosen}")
     try:
-        deadline = time.monotonic() + 10
-        while not reachable("127.0.0.1", port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise EmbeddedError(f"embedded redis-server did not start on port {port}")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://127.0.0.1:{chosen}/0"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
+
+
+def _redis_ready(proc: subprocess.Popen[bytes], port: int, timeout_s: float = 10.0) -> bool:
+    """Whether ``proc`` itself answers on ``port`` (not another server, not still loading)."""
+    client = RedisClient(host="127.0.0.1", port=port, socket_timeout=1.0)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                info: Any = client.info("server")
+                if int(info["process_id"]) == proc.pid:
+                    return True
+            except RedisError:
+                pass
+            time.sleep(0.05)
+        return False
+    finally:
+        client.close()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _redis_binary() -> str:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
+import pytest
 import redis.asyncio as aioredis
 
 from deploy import embedded
@@ -44,6 +46,15 @@ async def test_embedded_redis_keeps_its_data_with_appendonly(tmp_path: Path) -> 
                 await client.set("probe", "kept")
             finally:
                 await client.aclose()
+
+
+def test_embedded_redis_refuses_a_port_someone_else_holds(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(embedded.EmbeddedError, match=str(port)), embedded.redis(tmp_path, port):
+            pass
 
 
 async def test_suite_falls_back_to_embedded_servers() -> None:
