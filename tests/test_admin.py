@@ -140,26 +140,29 @@ async def test_set_rate_overrides_the_shared_limiter(admin: Admin, redis: aiored
 async def test_status_shows_live_audiences_and_queue(
     admin: Admin, db: asyncpg.Pool, redis: aioredis.Redis
 ) -> None:
+    # An id and a queue of its own, which no other test's workers touch.
     live = await db.fetchval(
-        "INSERT INTO audiences (account_id, name) VALUES (1, 'Binge watchers') RETURNING id"
+        "INSERT INTO audiences (id, account_id, name) VALUES (900001, 1, 'Binge watchers') "
+        "RETURNING id"
     )
     await db.execute(
         "INSERT INTO audiences (account_id, name, deleted_at) VALUES (1, 'Gone', now())"
     )
+    queue = "cohortsync-admin-test:queue"
     async with redis.pipeline(transaction=False) as pipe:
         pipe.rpush(keys.backlog_key(live), "a1:R1", "a2:R2", "d3:R1")
         pipe.hset(keys.stats_key(live), mapping={"accepted": 10, "dispatched": 7, "applied": 6})
         pipe.set(keys.BACKLOG_TOTAL, 3)
-        pipe.zadd("cohortsync:queue", {"cs:1:1": 1, "cs:1:2": 2})
+        pipe.zadd(queue, {"cs:1:1": 1, "cs:1:2": 2})
         await pipe.execute()
 
-    run = await admin("status")
+    run = await admin("status", COHORTSYNC_QUEUE_NAME=queue)
     assert run.code == 0, run.err
     rows = {line.split()[0]: line.split() for line in run.out.splitlines() if line.strip()}
     assert rows[str(live)] == [str(live), "Binge", "watchers", "3", "10", "7", "6", "0"]
     assert "Gone" not in run.out
     assert "backlog total: 3" in run.out
-    assert "(cohortsync:queue): 2" in run.out
+    assert f"({queue}): 2" in run.out
 
 
 async def test_bad_setting_exits_2_naming_the_variable(admin: Admin) -> None:
