@@ -52,9 +52,7 @@ class Edge:
 
 
 @pytest.fixture
-async def edge(
-    settings: Settings, db: asyncpg.Pool, redis: aioredis.Redis
-) -> AsyncIterator[Edge]:
+async def edge(settings: Settings, db: asyncpg.Pool, redis: aioredis.Redis) -> AsyncIterator[Edge]:
     key = new_key()
     await db.execute(
         "INSERT INTO api_keys (name, key_hash, key_prefix) VALUES ('sdk', $1, $2)",
@@ -101,7 +99,7 @@ def actions(action: str, profiles: list[str], audience_id: int) -> CustomerProfi
     return CustomerProfileAudienceRequest(
         data=[
             CustomerProfileAudienceRequestItem(
-                action=action, profile_integration_id=p, audience_id=audience_id
+                action=action, profileIntegrationId=p, audienceId=audience_id
             )
             for p in profiles
         ]
@@ -114,7 +112,7 @@ async def test_sdk_audience_lifecycle(
     unlimited = settings.with_changes(rate_limit_per_minute=0)
     created = await edge.call(
         edge.sdk.create_audience_v2,
-        NewAudience(name="Season 1 bingers", integration="amplitude", integration_id="c-42"),
+        NewAudience(name="Season 1 bingers", integration="amplitude", integrationId="c-42"),
     )
     assert created.name == "Season 1 bingers"
     assert created.integration_id == "c-42"
@@ -123,8 +121,10 @@ async def test_sdk_audience_lifecycle(
     assert entry["membersCount"] == 0  # visible before any member is applied
 
     profiles = [f"user-{i:04d}" for i in range(1000)]
-    await edge.call(edge.sdk.update_customer_profile_audiences, actions("add", profiles, created.id))
-    assert await redis.llen(keys.backlog_key(created.id)) == 1000
+    await edge.call(
+        edge.sdk.update_customer_profile_audiences, actions("add", profiles, created.id)
+    )
+    assert await redis.llen(keys.backlog_key(created.id)) == 1000  # type: ignore[misc]
     await run_until_drained(unlimited, timeout_s=90)
     assert await members(edge, created.id) == set(profiles)
     assert await stored_members(db, created.id) == set(profiles)
@@ -150,7 +150,9 @@ async def test_sdk_audience_lifecycle(
     assert entry["name"] == "Season 1 finishers"
 
     # Queue adds, then clear before they are applied: the clear supersedes them.
-    await edge.call(edge.sdk.update_customer_profile_audiences, actions("add", ["late"], created.id))
+    await edge.call(
+        edge.sdk.update_customer_profile_audiences, actions("add", ["late"], created.id)
+    )
     await edge.call(edge.sdk.delete_audience_memberships_v2, created.id)
     assert await members(edge, created.id) == set()
     await run_until_drained(unlimited, timeout_s=60)
@@ -161,7 +163,9 @@ async def test_sdk_audience_lifecycle(
     assert entry["membersCount"] == 0
 
     # Members after the clear count again; deleting the audience removes everything.
-    await edge.call(edge.sdk.update_customer_profile_audiences, actions("add", ["back"], created.id))
+    await edge.call(
+        edge.sdk.update_customer_profile_audiences, actions("add", ["back"], created.id)
+    )
     await run_until_drained(unlimited, timeout_s=60)
     assert await members(edge, created.id) == {"back"}
     await edge.call(edge.sdk.delete_audience_v2, created.id)

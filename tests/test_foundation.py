@@ -45,14 +45,14 @@ async def test_accept_assigns_monotonic_versions_across_flush(redis: aioredis.Re
     key_args = [keys.VERSIONS, keys.ACTIVE_LIST, keys.ACTIVE_SET, keys.BACKLOG_TOTAL]
     key_args += [keys.backlog_key(7), keys.stats_key(7)]
     assert await script(keys=key_args, args=args) == [1, 2]
-    first = [keys.decode_entry(e.decode()) for e in await redis.lrange(keys.backlog_key(7), 0, -1)]
+    first = [keys.decode_entry(e.decode()) for e in await redis.lrange(keys.backlog_key(7), 0, -1)]  # type: ignore[misc]
     assert [(a, p) for a, p, _ in first] == [("add", "R1"), ("delete", "R2")]
     assert first[1][2] == first[0][2] + 1
     await redis.flushdb()
     assert await script(keys=key_args, args=args) == [1, 2]
-    second = [keys.decode_entry(e.decode()) for e in await redis.lrange(keys.backlog_key(7), 0, -1)]
+    second = [keys.decode_entry(e.decode()) for e in await redis.lrange(keys.backlog_key(7), 0, -1)]  # type: ignore[misc]
     assert second[0][2] > first[1][2]
     # Over the bound: refused whole.
     refused = await script(keys=key_args, args=["3", "1", "7", "2", "aR1", "aR2"])
     assert refused == [0, 2]
-    assert await redis.llen(keys.backlog_key(7)) == 2
+    assert await redis.llen(keys.backlog_key(7)) == 2  # type: ignore[misc]
