@@ -18,6 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ingest.auth import SCOPES
 from ingest.migrate import migrate
 from schemas import apikeys, keys
 from schemas.settings import Settings, SettingsError
@@ -94,10 +95,13 @@ async def _create_key(settings: Settings, args: argparse.Namespace) -> int:
     name = args.name.strip()
     if not name:
         raise AdminError("the key name must not be empty")
-    created = await create_key(settings.database_url, name, args.scope)
+    # NULL in the database means every surface.
+    scope = None if args.scope == "all" else args.scope
+    created = await create_key(settings.database_url, name, scope)
     if sys.stdout.isatty():
-        scope = args.scope or "every surface"
-        print(f"created API key {created.id} {name!r} (prefix {created.prefix}, scope: {scope})")
+        print(
+            f"created API key {created.id} {name!r} (prefix {created.prefix}, scope: {args.scope})"
+        )
         print("the key is shown only now; store it:")
         print(created.key)
     else:
@@ -317,8 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", help="who or what uses the key, e.g. amplitude-prod")
     p.add_argument(
         "--scope",
-        metavar="INTEGRATION",
-        help="restrict the key to one integration (e.g. amplitude); default: every surface",
+        choices=list(SCOPES),
+        default="all",
+        help="what the key may call: all (default), cdp (the /cdp/ endpoints and the Amplitude "
+        "webhook), integration (the /v2/ Integration API), read (the /v1/ read API)",
     )
     p = sub.add_parser(
         "revoke-key",

@@ -7,9 +7,19 @@ from collections.abc import AsyncIterator
 import asyncpg
 from aiohttp import web
 
-from ingest import audiences, auth, health, memberships, readapi, redisclient
+from ingest import (
+    amplitude,
+    audiences,
+    auth,
+    cdp,
+    health,
+    memberships,
+    profiles,
+    readapi,
+    redisclient,
+)
 from ingest.auth import auth_middleware
-from ingest.errors import ERROR_RENDERERS, error_middleware
+from ingest.errors import ERROR_RENDERERS, ErrorRenderer, error_middleware
 from ingest.state import API_KEYS, DB, LIVE_AUDIENCES, REDIS, SCRIPTS, SETTINGS, Scripts, TtlCache
 from schemas.settings import Settings
 
@@ -45,8 +55,9 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[API_KEYS] = TtlCache()
     app[LIVE_AUDIENCES] = TtlCache()
-    app[ERROR_RENDERERS] = []
+    renderers: list[tuple[str, ErrorRenderer]] = [(cdp.PREFIX, cdp.render_error)]
+    app[ERROR_RENDERERS] = renderers
     app.cleanup_ctx.append(_pools)
-    for module in (health, auth, audiences, memberships, readapi):
+    for module in (health, auth, audiences, memberships, readapi, profiles, cdp, amplitude):
         app.router.add_routes(module.routes)
     return app

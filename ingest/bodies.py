@@ -57,6 +57,18 @@ def path_id(request: web.Request, name: str) -> int:
     return value
 
 
+def path_text(request: web.Request, name: str) -> str:
+    """A 1 to 1000 character id from the path (a profile's or a third party's), else 400."""
+    value = request.match_info[name]
+    if not 1 <= len(value) <= 1000 or "\x00" in value:
+        raise BadRequest(
+            "Invalid path parameter",
+            f"{name} must be 1 to 1000 characters, without NUL",
+            parameter=name,
+        )
+    return value
+
+
 def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
     """An integer query parameter within [low, high], else 400 naming it."""
     raw = request.query.get(name)

@@ -21,6 +21,12 @@ routes = web.RouteTableDef()
 _decoder = msgspec.json.Decoder(CustomerAudiences)
 # Amplitude and most clients back off on their own; never ask for more than an hour.
 MAX_RETRY_AFTER_S = 3600
+# What accept.lua answers when its de-duplication key was already set.
+ALREADY_ACCEPTED = 2
+
+
+class AlreadyAccepted(Exception):
+    """The de-duplication key of ``accept_entries(..., once=...)`` was set: nothing enqueued."""
 
 
 class UnknownAudiences(NotFound):
@@ -56,14 +62,21 @@ async def missing_audiences(app: web.Application, audience_ids: Iterable[int]) -
     return [i for i in unknown if i not in live]
 
 
-async def accept_entries(app: web.Application, groups: dict[int, list[str]]) -> int:
+async def accept_entries(
+    app: web.Application,
+    groups: dict[int, list[str]],
+    *,
+    once: tuple[str, int] | None = None,
+) -> int:
     """Append changes to their audiences' backlogs in one ``accept.lua`` call, all or nothing.
 
     ``groups`` maps audience id to entries of the form action code + profile id (``"a" + id``
     adds, ``"d" + id`` deletes; ``keys.ACTION_CODE``). Returns how many were accepted; raises
     ``UnknownAudiences`` (404) or ``TooManyRequests`` (429) having enqueued nothing.
+    ``once`` = (Redis key, TTL in seconds): accept only if that key is absent and set it in the
+    same call; raises ``AlreadyAccepted`` when it was set.
     """
-    if not groups:
+    if not groups and once is None:
         return 0
     missing = await missing_audiences(app, groups)
     if missing:
@@ -79,7 +92,12 @@ async def accept_entries(app: web.Application, groups: dict[int, list[str]]) -> 
         args.append(len(entries))
         args.extend(entries)
         incoming += len(entries)
+    if once is not None:
+        script_keys.append(once[0])
+        args.append(once[1])
     accepted, count = await app[SCRIPTS].accept(keys=script_keys, args=args)
+    if accepted == ALREADY_ACCEPTED:
+        raise AlreadyAccepted()
     if not accepted:
         raise TooManyRequests(
             "Backlog full",

@@ -7,8 +7,8 @@ from aiohttp import web
 
 from ingest import store
 from ingest.audiences import audience_from_row
-from ingest.bodies import json_response, path_id, query_int
-from ingest.errors import BadRequest, NotFound
+from ingest.bodies import json_response, path_id, path_text, query_int
+from ingest.errors import NotFound
 from ingest.state import DB
 from schemas.talon import (
     BIGINT_MAX,
@@ -67,12 +67,6 @@ async def list_members(request: web.Request) -> web.Response:
 
 @routes.get("/v1/customer_profiles/{integrationId}/audiences")
 async def profile_audiences(request: web.Request) -> web.Response:
-    profile_id = request.match_info["integrationId"]
-    if not 1 <= len(profile_id) <= 1000 or "\x00" in profile_id:
-        raise BadRequest(
-            "Invalid path parameter",
-            "integrationId must be 1 to 1000 characters, without NUL",
-            parameter="integrationId",
-        )
+    profile_id = path_text(request, "integrationId")
     rows = await store.profile_audiences(request.app[DB], profile_id)
     return json_response(ProfileAudiences([AudienceRef(r["id"], r["name"]) for r in rows]))

@@ -72,6 +72,20 @@ async def live_audience_by_integration(
     )
 
 
+async def live_audiences_by_integration(
+    pool: asyncpg.Pool, integration: str | None, integration_ids: Sequence[str]
+) -> dict[str, int]:
+    """integrationId -> id of the live audiences a third party knows by those ids, in one query."""
+    rows = await pool.fetch(
+        """SELECT id, integration_id FROM audiences
+           WHERE coalesce(integration, '') = coalesce($1, '') AND integration_id = ANY($2::text[])
+             AND deleted_at IS NULL""",
+        integration,
+        integration_ids,
+    )
+    return {r["integration_id"]: int(r["id"]) for r in rows}
+
+
 async def update_audience(
     conn: asyncpg.Pool | asyncpg.Connection,
     audience_id: int,

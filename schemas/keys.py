@@ -34,6 +34,11 @@ CONFIG = PREFIX + "config"
 LIMITER = PREFIX + "limiter"
 # Changes that failed permanently (kept for an operator, never silently dropped).
 DEAD_LETTERS = PREFIX + "dead"
+# An Amplitude webhook ``message_id`` already accepted, set by accept.lua together with the
+# batch's changes so a retried batch is acknowledged and enqueues nothing. It expires: Amplitude
+# retries a batch for minutes to hours (8 times with back-off), never for a week.
+SEEN_PREFIX = PREFIX + "seen:amplitude:"
+SEEN_TTL_S = 7 * 24 * 3600
 
 # arq's own layout (arq.constants): job payloads live under this prefix, keyed by job id.
 ARQ_JOB_PREFIX = "arq:job:"
@@ -54,6 +59,10 @@ def backlog_key(audience_id: int) -> str:
 
 def stats_key(audience_id: int) -> str:
     return f"{STATS_PREFIX}{audience_id}"
+
+
+def seen_key(message_id: str) -> str:
+    return f"{SEEN_PREFIX}{message_id}"
 
 
 def job_id(audience_id: int, version: int) -> str:

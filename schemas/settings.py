@@ -55,6 +55,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     audience_cache_ttl_s: PositiveFloat = 2.0
     # Largest request body the edge reads.
     max_body_bytes: Positive = 8 * 1024 * 1024
+    # Comma-separated hostnames the CDP endpoints answer for (their destination-hostname
+    # header, e.g. mycompany.europe-west1.talon.one); empty answers for any.
+    allowed_destination_hostnames: str = ""
     log_level: str = "INFO"
 
     @classmethod

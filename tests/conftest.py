@@ -84,7 +84,9 @@ def settings(database_url: str, redis_url: str) -> Settings:
 async def db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     """A pool on the test database, emptied before the test."""
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    await pool.execute("TRUNCATE memberships, audiences, api_keys RESTART IDENTITY CASCADE")
+    await pool.execute(
+        "TRUNCATE memberships, audiences, api_keys, profile_attributes RESTART IDENTITY CASCADE"
+    )
     yield pool
     await pool.close()
 

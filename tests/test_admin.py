@@ -52,7 +52,7 @@ def admin(database_url: str, redis_url: str) -> Admin:
 async def test_create_key_prints_key_once_and_stores_only_its_hash(
     admin: Admin, db: asyncpg.Pool
 ) -> None:
-    run = await admin("create-key", "amplitude-prod", "--scope", "amplitude")
+    run = await admin("create-key", "amplitude-prod", "--scope", "cdp")
     assert run.code == 0, run.err
     # stdout is a pipe here: the key alone, so `KEY=$(cohortsync-admin create-key x)` works.
     assert run.out.count("\n") == 1
@@ -63,7 +63,7 @@ async def test_create_key_prints_key_once_and_stores_only_its_hash(
     assert (row["name"], row["key_prefix"], row["scope"]) == (
         "amplitude-prod",
         key[:8],
-        "amplitude",
+        "cdp",
     )
     assert row["revoked_at"] is None
     assert str(row["id"]) in run.err

@@ -70,7 +70,11 @@ async def test_refused_keys_are_401_and_touch_nothing(
         assert revoked not in text
         error = await resp.json()
         assert error["StatusCode"] == 401
-        assert error["errors"][0]["source"] == {"parameter": "Authorization"}
+        if path.startswith("/cdp/"):
+            # The Third-party API's own shape: {StatusCode, Error, RequestUUID}.
+            assert error["Error"].startswith("Invalid API key: ")
+        else:
+            assert error["errors"][0]["source"] == {"parameter": "Authorization"}
     assert await redis.dbsize() == 0
     row = await db.fetchrow("SELECT name, cleared_version, deleted_at FROM audiences")
     assert row is not None
@@ -79,12 +83,12 @@ async def test_refused_keys_are_401_and_touch_nothing(
 
 
 async def test_good_key_passes_and_carries_id_and_scope(client: Client, db: asyncpg.Pool) -> None:
-    key_id, key = await create_key(db, scope="amplitude")
+    key_id, key = await create_key(db, scope="cdp")
     resp = await client.get("/v2/authping", headers=auth(key))
     assert resp.status == 204
     app = client.app
     assert app is not None
-    assert await authenticate(app, f"ApiKey-v1 {key}") == ApiKey(key_id, "amplitude")
+    assert await authenticate(app, f"ApiKey-v1 {key}") == ApiKey(key_id, "cdp")
     _, everything = await create_key(db)
     assert (await authenticate(app, f"apikey-v1 {everything}")).scope is None
 

@@ -3,9 +3,17 @@
 -- then for each audience group g: KEYS[4 + 2g - 1] its backlog list, KEYS[4 + 2g] its stats hash.
 -- ARGV[1] max backlog, ARGV[2] number of groups, then per group: audience id, count, and count
 -- entries of the form <a|d><profileIntegrationId>. The version goes between action and id.
--- Returns {1, accepted} or {0, backlog total} when the backlog bound would be exceeded.
+-- Optionally a de-duplication key after the groups' keys, KEYS[5 + 2 * groups], with its TTL in
+-- seconds after the groups' arguments: the changes are accepted only when that key is absent,
+-- and it is set in the same step, so "seen" and "enqueued" are never apart.
+-- Returns {1, accepted}, {0, backlog total} when the backlog bound would be exceeded, or
+-- {2, 0} when the de-duplication key was already set.
 local max_backlog = tonumber(ARGV[1])
 local groups = tonumber(ARGV[2])
+local seen = KEYS[5 + 2 * groups]
+if seen and redis.call('EXISTS', seen) == 1 then
+  return {2, 0}
+end
 local total = tonumber(redis.call('GET', KEYS[4]) or '0')
 
 local incoming = 0
@@ -51,4 +59,7 @@ for g = 1, groups do
   a = a + 2 + count
 end
 redis.call('INCRBY', KEYS[4], incoming)
+if seen then
+  redis.call('SET', seen, '1', 'EX', ARGV[a])
+end
 return {1, incoming}

@@ -1,0 +1,119 @@
+"""Amplitude's cohort webhook: each cohort is an audience, each batch adds or removes members."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any, cast
+
+import asyncpg
+import msgspec
+from aiohttp import web
+
+from ingest import profiles, store
+from ingest.audiences import create_audience
+from ingest.bodies import json_response, read_json
+from ingest.errors import BadRequest, Conflict
+from ingest.memberships import AlreadyAccepted, accept_entries
+from ingest.state import DB, REDIS
+from schemas import keys
+from schemas.amplitude import CohortSync, CohortSyncResult, CohortUser
+from schemas.talon import NewAudience
+
+routes = web.RouteTableDef()
+
+INTEGRATION = "amplitude"
+
+_decoder = msgspec.json.Decoder(CohortSync)
+_object = msgspec.json.Decoder(dict[str, Any])
+
+
+async def cohort_audience(app: web.Application, cohort_id: str, cohort_name: str) -> int:
+    """The id of the cohort's live audience: created on first sight, renamed when the cohort's
+    name changed."""
+    pool = app[DB]
+    row = await store.live_audience_by_integration(pool, INTEGRATION, cohort_id)
+    if row is None:
+        new = NewAudience(
+            name=cohort_name,
+            integration=INTEGRATION,
+            integration_id=cohort_id,
+            created_in_3rd_party=True,
+        )
+        try:
+            return (await create_audience(app, new)).id
+        except Conflict:
+            # Another batch of the same first sync (Amplitude sends 4 at once) created it.
+            row = await store.live_audience_by_integration(pool, INTEGRATION, cohort_id)
+            if row is None:
+                raise
+    if row["name"] != cohort_name:
+        await store.update_audience(pool, row["id"], cohort_name)
+    return int(row["id"])
+
+
+def _properties(users: list[CohortUser]) -> dict[str, str]:
+    """Profile id -> its ``user_properties`` as JSON object text, for the users that have some."""
+    found: dict[str, str] = {}
+    for index, user in enumerate(users):
+        text = bytes(user.user_properties)
+        if text == b"null":
+            continue
+        if not text.startswith(b"{"):
+            raise BadRequest(
+                "Invalid request body",
+                "Expected `object` or `null`",
+                pointer=f"/users/{index}/user_properties",
+            )
+        if text == b"{}":
+            continue
+        earlier = found.get(user.user_id)
+        if earlier is None:
+            found[user.user_id] = text.decode()
+        else:
+            # The same user twice in one batch (rare): the later value of each attribute wins.
+            merged = _object.decode(earlier) | _object.decode(text)
+            found[user.user_id] = msgspec.json.encode(merged).decode()
+    return found
+
+
+async def _store_properties(app: web.Application, found: dict[str, str]) -> None:
+    try:
+        await profiles.merge_attributes(app[DB], list(found), list(found.values()))
+    except asyncpg.DataError as e:
+        # JSON that msgspec accepts but jsonb cannot hold, e.g. a number past numeric's range.
+        raise BadRequest(
+            "Invalid request body", f"user_properties cannot be stored: {e}", pointer="/users"
+        ) from e
+
+
+def _answer(audience_id: int | None, accepted: int, *, duplicate: bool) -> web.Response:
+    return json_response(
+        CohortSyncResult(audience_id=audience_id, accepted=accepted, duplicate=duplicate)
+    )
+
+
+@routes.post("/amplitude/cohorts")
+async def cohort_sync(request: web.Request) -> web.Response:
+    """200 (what Amplitude waits for) once the batch's changes are in Redis, or when its
+    ``message_id`` was accepted before; nothing is enqueued on any other answer."""
+    app = request.app
+    body = await read_json(request, _decoder)
+    seen = keys.seen_key(body.message_id)
+    if await cast(Awaitable[int], app[REDIS].exists(seen)):
+        # A retried batch must not rename the audience back or overwrite newer properties.
+        row = await store.live_audience_by_integration(app[DB], INTEGRATION, body.cohort_id)
+        return _answer(row["id"] if row else None, 0, duplicate=True)
+    found = _properties(body.users)
+    audience_id = await cohort_audience(app, body.cohort_id, body.cohort_name)
+    # Before the changes are accepted: a failure here leaves nothing enqueued and nothing seen,
+    # so Amplitude's retry redoes the whole batch; properties are idempotent.
+    if found:
+        await _store_properties(app, found)
+    code = keys.ACTION_CODE["add" if body.in_cohort else "delete"]
+    entries = [code + profile_id for profile_id in dict.fromkeys(u.user_id for u in body.users)]
+    groups = {audience_id: entries} if entries else {}
+    try:
+        accepted = await accept_entries(app, groups, once=(seen, keys.SEEN_TTL_S))
+    except AlreadyAccepted:
+        return _answer(audience_id, 0, duplicate=True)
+    return _answer(audience_id, accepted, duplicate=False)

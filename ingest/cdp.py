@@ -1,0 +1,218 @@
+"""Talon.One Third-party API for customer data platforms: audiences known by the CDP's own ids."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from functools import cache
+from typing import TypeVar
+
+import asyncpg
+import msgspec
+from aiohttp import web
+
+from ingest import store
+from ingest.audiences import audience_from_row, clear_audience, create_audience
+from ingest.bodies import JSON, json_response, path_text, read_json
+from ingest.errors import ApiError, BadRequest, Conflict, NotFound
+from ingest.memberships import UnknownAudiences, accept_changes
+from ingest.state import DB, SETTINGS
+from schemas.cdp import (
+    MAX_CHANGES,
+    CdpAudience,
+    CdpAudienceRequest,
+    CdpErrorBody,
+    ProfilesAudiences,
+)
+from schemas.talon import Audience, Id, IntegrationId, NewAudience
+
+routes = web.RouteTableDef()
+
+PREFIX = "/cdp/"
+DESTINATION_HOSTNAME = "destination-hostname"
+PLATFORM_NAME = "customer-data-platform-name"
+
+T = TypeVar("T", int, str)
+
+_audience_request = msgspec.json.Decoder(CdpAudienceRequest)
+_by_talon_id = msgspec.json.Decoder(ProfilesAudiences[Id])
+_by_cdp_id = msgspec.json.Decoder(ProfilesAudiences[IntegrationId])
+_encoder = msgspec.json.Encoder()
+
+
+def render_error(request: web.Request, error: ApiError) -> web.Response:
+    """An error in the Third-party API's shape, ``{StatusCode, Error, RequestUUID}``."""
+    body = CdpErrorBody(
+        status_code=error.status, error=_describe(error), request_uuid=str(uuid.uuid4())
+    )
+    return web.Response(
+        body=_encoder.encode(body), status=error.status, headers=error.headers, content_type=JSON
+    )
+
+
+def _describe(error: ApiError) -> str:
+    # The CDP errors below are one title that says it all; shared ones (validation, auth,
+    # backlog) add details and where in the body.
+    parts = []
+    for item in error.errors:
+        # aiohttp's own refusals repeat their title in the details ("404: Not Found").
+        repeated = not item.details or item.title in item.details
+        text = item.title if repeated else f"{item.title}: {item.details}"
+        if item.source.pointer:
+            text += f" (at {item.source.pointer})"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+@cache
+def _allowed(hostnames: str) -> frozenset[str]:
+    return frozenset(_hostname(h) for h in hostnames.split(",") if h.strip())
+
+
+def _hostname(value: str) -> str:
+    # The header should be a bare hostname; a pasted URL still names the same deployment.
+    value = value.strip().lower()
+    value = value.partition("://")[2] or value
+    return value.split("/", 1)[0].split(":", 1)[0].rstrip(".")
+
+
+def platform_of(request: web.Request) -> str:
+    """The CDP's name, lowercased: the ``integration`` of the audiences it creates. Refuses a
+    request without the contract's headers or for a deployment this edge does not serve."""
+    destination = request.headers.get(DESTINATION_HOSTNAME, "").strip()
+    if not destination:
+        raise BadRequest("No Deployment URL specified")
+    allowed = _allowed(request.app[SETTINGS].allowed_destination_hostnames)
+    if allowed and _hostname(destination) not in allowed:
+        raise BadRequest(f"Deployment URL '{destination}' is not served here")
+    platform = request.headers.get(PLATFORM_NAME, "").strip().lower()
+    if not platform:
+        raise BadRequest("No customer data platform name specified")
+    return platform
+
+
+def _not_found(ids: Sequence[object]) -> NotFound:
+    listed = ", ".join(f"'{i}'" for i in ids)
+    if len(ids) == 1:
+        return NotFound(f"The audience with the ID {listed} does not exist")
+    return NotFound(f"The audiences with the IDs {listed} do not exist")
+
+
+def _response(audience: Audience) -> CdpAudience:
+    return CdpAudience(
+        id=audience.id,
+        created=audience.created,
+        account_id=audience.account_id,
+        name=audience.name,
+        integration=audience.integration,
+        integration_id=audience.integration_id,
+    )
+
+
+async def _find(request: web.Request, platform: str, integration_id: str) -> asyncpg.Record:
+    row = await store.live_audience_by_integration(request.app[DB], platform, integration_id)
+    if row is None:
+        raise _not_found([integration_id])
+    return row
+
+
+@routes.post("/cdp/audiences")
+async def create(request: web.Request) -> web.Response:
+    platform = platform_of(request)
+    body = await read_json(request, _audience_request)
+    new = NewAudience(
+        name=body.audience_name,
+        integration=platform,
+        integration_id=body.audience_id,
+        created_in_3rd_party=True,
+    )
+    try:
+        audience = await create_audience(request.app, new)
+    except Conflict as e:
+        raise Conflict(f"The audience with the ID '{body.audience_id}' already exists") from e
+    return json_response(_response(audience), status=201)
+
+
+@routes.put("/cdp/audiences/{audienceId}")
+async def update(request: web.Request) -> web.Response:
+    platform = platform_of(request)
+    integration_id = path_text(request, "audienceId")
+    body = await read_json(request, _audience_request)
+    if body.audience_id != integration_id:
+        raise BadRequest(
+            f"audienceId '{body.audience_id}' in the body differs from '{integration_id}' "
+            "in the path"
+        )
+    found = await _find(request, platform, integration_id)
+    row = await store.update_audience(request.app[DB], found["id"], body.audience_name)
+    if row is None:
+        raise _not_found([integration_id])
+    return json_response(_response(audience_from_row(row)))
+
+
+@routes.delete("/cdp/audiences/{audienceId}")
+async def delete(request: web.Request) -> web.Response:
+    platform = platform_of(request)
+    integration_id = path_text(request, "audienceId")
+    found = await _find(request, platform, integration_id)
+    if not await clear_audience(request.app, found["id"], delete=True):
+        raise _not_found([integration_id])
+    return web.Response(status=204)
+
+
+def _check(body: ProfilesAudiences[T]) -> None:
+    total = sum(len(item.adds) + len(item.deletes) for item in body.data)
+    if total > MAX_CHANGES:
+        raise BadRequest(
+            f"The total number of adds and deletes must be at most {MAX_CHANGES}; got {total}"
+        )
+    for index, item in enumerate(body.data):
+        both = set(item.adds).intersection(item.deletes)
+        if both:
+            raise BadRequest(
+                f"customerProfileId '{item.customer_profile_id}' at /data/{index} both joins "
+                f"and leaves audience '{min(both)}'"
+            )
+
+
+def _changes(
+    body: ProfilesAudiences[T], resolve: Callable[[T], int]
+) -> Iterator[tuple[int, str, str]]:
+    for item in body.data:
+        for ref in item.adds:
+            yield resolve(ref), "add", item.customer_profile_id
+        for ref in item.deletes:
+            yield resolve(ref), "delete", item.customer_profile_id
+
+
+async def _accept(request: web.Request, changes: Iterator[tuple[int, str, str]]) -> web.Response:
+    try:
+        await accept_changes(request.app, changes)
+    except UnknownAudiences as e:
+        raise _not_found(e.audience_ids) from e
+    return web.Response(status=204)
+
+
+@routes.put("/cdp/customer_profiles/audiences")
+async def update_profiles(request: web.Request) -> web.Response:
+    """Audiences named by Talon.One's numeric ids."""
+    platform_of(request)
+    body = await read_json(request, _by_talon_id)
+    _check(body)
+    return await _accept(request, _changes(body, int))
+
+
+@routes.put("/cdp/v2/customer_profiles/audiences")
+async def update_profiles_by_cdp_id(request: web.Request) -> web.Response:
+    """Audiences named by the CDP's own ids, as it created them."""
+    platform = platform_of(request)
+    body = await read_json(request, _by_cdp_id)
+    _check(body)
+    named = list(dict.fromkeys(r for item in body.data for r in (*item.adds, *item.deletes)))
+    ids = (
+        await store.live_audiences_by_integration(request.app[DB], platform, named) if named else {}
+    )
+    missing = [r for r in named if r not in ids]
+    if missing:
+        raise _not_found(missing)
+    return await _accept(request, _changes(body, ids.__getitem__))

@@ -1,0 +1,61 @@
+"""Customer profile attributes: stored from Amplitude's ``user_properties``, read merged with the
+attributes set on the audiences the profile is a member of."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+import msgspec
+from aiohttp import web
+
+from ingest.bodies import json_response, path_text
+from ingest.state import DB
+from schemas.profiles import ProfileAttributes
+
+routes = web.RouteTableDef()
+
+# Sorted by profile id so that concurrent requests lock rows in the same order (no deadlocks).
+_MERGE_SQL = """INSERT INTO profile_attributes AS p (profile_id, attributes)
+    SELECT u.profile_id, u.attributes::jsonb
+    FROM unnest($1::text[], $2::text[]) AS u (profile_id, attributes)
+    ORDER BY u.profile_id
+    ON CONFLICT (profile_id) DO UPDATE
+    SET attributes = p.attributes || EXCLUDED.attributes, updated_at = now()"""
+
+# Audience-wide attributes (PUT /v2/audience_customers/{id}/attributes) of the current
+# memberships, in audience id order, then the profile's own on top: the specific value wins.
+_READ_SQL = """SELECT (coalesce(shared.attributes, '{}'::jsonb)
+                       || coalesce(own.attributes, '{}'::jsonb))::text AS attributes,
+        own.updated_at
+    FROM (SELECT jsonb_object_agg(e.key, e.value ORDER BY a.id) AS attributes
+          FROM memberships m
+          JOIN audiences a ON a.id = m.audience_id
+          CROSS JOIN LATERAL jsonb_each(a.attributes) AS e
+          WHERE m.profile_id = $1 AND m.member
+            AND m.version > a.cleared_version AND a.deleted_at IS NULL) AS shared
+    LEFT JOIN profile_attributes own ON own.profile_id = $1"""
+
+
+async def merge_attributes(
+    conn: asyncpg.Pool | asyncpg.Connection,
+    profile_ids: Sequence[str],
+    attributes_json: Sequence[str],
+) -> None:
+    """Merge each profile's attributes (JSON object text) into its stored ones, in one
+    statement: the latest value of each attribute wins. ``profile_ids`` must not repeat."""
+    await conn.execute(_MERGE_SQL, profile_ids, attributes_json)
+
+
+@routes.get("/v1/customer_profiles/{integrationId}/attributes")
+async def profile_attributes(request: web.Request) -> web.Response:
+    profile_id = path_text(request, "integrationId")
+    row = await request.app[DB].fetchrow(_READ_SQL, profile_id)
+    assert row is not None
+    return json_response(
+        ProfileAttributes(
+            integration_id=profile_id,
+            attributes=msgspec.Raw(row["attributes"].encode()),
+            updated=row["updated_at"],
+        )
+    )
