@@ -18,6 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ingest import simulate
 from ingest.auth import SCOPES
 from ingest.migrate import migrate
 from schemas import apikeys, keys
@@ -284,6 +285,7 @@ COMMANDS: dict[str, Command] = {
     "list-keys": _list_keys,
     "set-rate": _set_rate,
     "status": _status,
+    "simulate": simulate.command,
 }
 
 
@@ -300,7 +302,8 @@ def _non_negative(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Operate cohortsync: schema, API keys, the shared rate limit, queue status.",
+        description="Operate cohortsync: schema, API keys, the shared rate limit, queue status, "
+        "a simulated Amplitude sync.",
         epilog="Connection settings come from COHORTSYNC_DATABASE_URL and COHORTSYNC_REDIS_URL "
         "(see README.md for every COHORTSYNC_* variable).",
     )
@@ -363,6 +366,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Per live audience: queued changes (backlog) and the counters of changes "
         "accepted by the edge, dispatched to workers, applied to Postgres and dropped as "
         "superseded; then the total backlog and the depth of arq's queue.",
+    )
+    simulate.add_arguments(
+        sub.add_parser(
+            "simulate",
+            help="play Amplitude's cohort sync against an edge and check the members",
+            description="Send a cohort of N users to /amplitude/cohorts the way Amplitude does "
+            "(a full sync, then entry/exit diffs; batches, parallel requests, retries with "
+            "back-off), print the ETA the rate limit implies, show progress while sending and "
+            "while the workers apply, and exit 0 only when the audience then holds exactly "
+            "the cohort's members.",
+        )
     )
     return parser
 

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from deploy import embedded
 from ingest.migrate import migrate
 from schemas.settings import Settings
+from tests.admin_helpers import Admin, admin_runner
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -98,3 +99,9 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     await client.flushdb()
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def admin(database_url: str, redis_url: str) -> Admin:
+    """``cohortsync-admin`` as a subprocess on the test database and Redis."""
+    return admin_runner(database_url, redis_url)

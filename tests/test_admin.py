@@ -2,51 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
-from collections.abc import Awaitable
-from typing import Protocol
-
 import asyncpg
-import msgspec
-import pytest
 import redis.asyncio as aioredis
 
 from schemas import apikeys, keys
 from schemas.lua import source
-
-
-class Run(msgspec.Struct):
-    code: int
-    out: str
-    err: str
-
-
-class Admin(Protocol):
-    def __call__(self, *args: str, **env: str) -> Awaitable[Run]: ...
-
-
-@pytest.fixture
-def admin(database_url: str, redis_url: str) -> Admin:
-    async def run(*args: str, **env: str) -> Run:
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("COHORTSYNC_")}
-        environ |= {"COHORTSYNC_DATABASE_URL": database_url, "COHORTSYNC_REDIS_URL": redis_url}
-        environ |= env
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "ingest.admin",
-            *args,
-            env=environ,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await proc.communicate()
-        assert proc.returncode is not None
-        return Run(proc.returncode, out.decode(), err.decode())
-
-    return run
+from tests.admin_helpers import Admin
 
 
 async def test_create_key_prints_key_once_and_stores_only_its_hash(
