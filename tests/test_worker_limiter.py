@@ -23,10 +23,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 async def test_concurrent_acquisitions_share_one_round_trip(redis: aioredis.Redis) -> None:
-    limiter = Limiter(redis, rate_per_minute=0, burst=0)
+    limiter = Limiter(redis, rate_per_minute=600_000, burst=0)
     await limiter.acquire()  # learns the rate in force
     await asyncio.gather(*(limiter.acquire() for _ in range(50)))
     assert limiter.calls == 2
+    await limiter.close()
+
+
+async def test_lifted_limit_is_not_asked_for_every_job(redis: aioredis.Redis) -> None:
+    limiter = Limiter(redis, rate_per_minute=1000, burst=0)
+    await redis.hset(keys.CONFIG, "rate_per_minute", "0")  # type: ignore[misc]
+    for _ in range(50):
+        await limiter.acquire()
+    assert (limiter.calls, limiter.rate_per_minute) == (1, 0)
     await limiter.close()
 
 

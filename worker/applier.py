@@ -40,6 +40,11 @@ SELECT audience_id, profile_id FROM applied
 
 Key = tuple[int, str]
 
+# Batches committing at once; a batch that is due meanwhile goes when one of them is done.
+MAX_IN_FLIGHT = 2
+# The applied/dropped counters are written at most this often (they feed dashboards).
+COUNTS_EVERY_S = 0.05
+
 
 class _Waiting(NamedTuple):
     change: Change
@@ -50,8 +55,8 @@ class Applier:
     """``await applier.apply(change)``: True once committed, False if stale or superseded.
 
     Calls arriving together are flushed as one batch after ``delay_s`` or at ``max_rows``,
-    whichever comes first; each caller returns once its batch committed and gets the batch's
-    error if it did not.
+    whichever comes first (later while ``MAX_IN_FLIGHT`` batches are committing); each caller
+    returns once its batch committed and gets the batch's error if it did not.
     """
 
     def __init__(self, pool: Any, redis: Redis, *, max_rows: int, delay_s: float) -> None:
@@ -61,34 +66,58 @@ class Applier:
         self._delay_s = delay_s
         self._pending: list[_Waiting] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._due = False
         self._flushes: set[asyncio.Task[None]] = set()
+        # Connections kept between batches: taking one from the pool costs more than the batch.
+        self._idle: list[Any] = []
+        # Counters gather here between writes.
+        self._counts: Counter[tuple[int, str]] = Counter()
+        self._counting: asyncio.Task[None] | None = None
         self.statements = 0
 
     async def apply(self, change: Change) -> bool:
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
         self._pending.append(_Waiting(change, done))
         if len(self._pending) >= self._max_rows:
             self._flush()
         elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._delay_s, self._flush)
+            self._timer = loop.call_later(self._delay_s, self._flush)
         # A cancelled job cancels only its own future; its row is still part of the batch.
         return await done
 
     async def close(self) -> None:
         """Flush what is waiting and wait for every batch in flight."""
-        self._flush()
-        while self._flushes:
+        while self._pending or self._flushes:
+            self._flush()
             await asyncio.gather(*self._flushes, return_exceptions=True)
+        if self._counting is not None:
+            await self._counting
+        while self._idle:
+            await self._pool.release(self._idle.pop())
 
     def _flush(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        batch, self._pending = self._pending, []
-        if batch:
-            task = asyncio.create_task(self._commit(batch))
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
+        if not self._pending:
+            return
+        if len(self._flushes) >= MAX_IN_FLIGHT:
+            self._due = True
+            return
+        self._due = False
+        batch = self._pending[: self._max_rows]
+        del self._pending[: self._max_rows]
+        task = asyncio.create_task(self._commit(batch))
+        self._flushes.add(task)
+        task.add_done_callback(self._committed)
+
+    def _committed(self, task: asyncio.Task[None]) -> None:
+        self._flushes.discard(task)
+        if self._due or len(self._pending) >= self._max_rows:
+            self._flush()
+        elif self._pending and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._delay_s, self._flush)
 
     async def _commit(self, batch: list[_Waiting]) -> None:
         # ON CONFLICT cannot touch a row twice in one statement: the newest change per profile
@@ -112,37 +141,45 @@ class Applier:
                     applied |= await self._upsert([w.change])
                 except Exception as row_error:
                     _fail([x for x in batch if _key(x) == key], row_error)
-        counts: Counter[tuple[int, str]] = Counter()
         for w in batch:
             if w.done.done():
                 continue
             won = winners[_key(w)] is w and _key(w) in applied
             w.done.set_result(won)
-            counts[w.change.audience_id, "applied" if won else "dropped"] += 1
-        await self._count(counts)
+            self._counts[w.change.audience_id, "applied" if won else "dropped"] += 1
+        if self._counts and (self._counting is None or self._counting.done()):
+            self._counting = asyncio.create_task(self._write_counts())
 
     async def _upsert(self, changes: list[Change]) -> set[Key]:
         self.statements += 1
-        rows = await self._pool.fetch(
-            UPSERT,
-            [c.audience_id for c in changes],
-            [c.profile_id for c in changes],
-            [c.member for c in changes],
-            [c.version for c in changes],
-        )
+        conn = self._idle.pop() if self._idle else await self._pool.acquire()
+        try:
+            rows = await conn.fetch(
+                UPSERT,
+                [c.audience_id for c in changes],
+                [c.profile_id for c in changes],
+                [c.member for c in changes],
+                [c.version for c in changes],
+            )
+        except BaseException:
+            # The pool closes a broken connection and opens a fresh one when next asked.
+            await self._pool.release(conn)
+            raise
+        self._idle.append(conn)
         return {(r[0], r[1]) for r in rows}
 
-    async def _count(self, counts: Counter[tuple[int, str]]) -> None:
-        if not counts:
-            return
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for (audience_id, field), n in counts.items():
-                    pipe.hincrby(keys.stats_key(audience_id), field, n)
-                await pipe.execute()
-        except Exception as e:
-            # Counters feed dashboards; the rows are committed, so the jobs still succeed.
-            logger.warning("could not update applied/dropped counters: %s", describe(e))
+    async def _write_counts(self) -> None:
+        while self._counts:
+            counts, self._counts = self._counts, Counter()
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for (audience_id, field), n in counts.items():
+                        pipe.hincrby(keys.stats_key(audience_id), field, n)
+                    await pipe.execute()
+            except Exception as e:
+                # Counters feed dashboards; the rows are committed, so the jobs still succeed.
+                logger.warning("could not update applied/dropped counters: %s", describe(e))
+            await asyncio.sleep(COUNTS_EVERY_S)
 
 
 def _key(w: _Waiting) -> Key:

@@ -15,6 +15,8 @@ from schemas.lua import source
 # How far ahead of now this process books slots. Jobs beyond it wait here, holding no slot, so a
 # job that times out wastes none and a runtime rate change takes effect within about this long.
 DEFAULT_HORIZON_S = 2.0
+# While the limit is lifted, ask Redis again after this long rather than once per job.
+UNLIMITED_RECHECK_S = 0.25
 
 
 class Grant(NamedTuple):
@@ -29,7 +31,8 @@ class Limiter:
     """``await limiter.acquire()`` returns at this job's slot of the rate shared by all replicas.
 
     Concurrent acquisitions are coalesced: one script call reserves consecutive slots for every
-    job waiting at that moment, then each job sleeps until its own slot.
+    job waiting at that moment, then each job sleeps until its own slot. While the limit is
+    lifted (rate 0), Redis is asked again only every ``UNLIMITED_RECHECK_S``.
     """
 
     def __init__(
@@ -50,6 +53,7 @@ class Limiter:
         self._interval_s = 60.0 / rate_per_minute if rate_per_minute else 0.0
         self.rate_per_minute = rate_per_minute
         self.calls = 0
+        self._unlimited_until = 0.0
 
     async def reserve(self, n: int) -> Grant:
         """Reserve ``n`` consecutive slots in one round trip (the caller must honour them)."""
@@ -58,12 +62,16 @@ class Limiter:
         )
         self.calls += 1
         self.rate_per_minute = int(rate)
+        if not self.rate_per_minute:
+            self._unlimited_until = asyncio.get_running_loop().time() + UNLIMITED_RECHECK_S
         self._interval_s = int(interval_us) / 1e6
         return Grant(int(first_us) / 1e6, self._interval_s, self.rate_per_minute)
 
     async def acquire(self) -> None:
         """Wait for this caller's slot; raises what reaching Redis raised."""
         loop = asyncio.get_running_loop()
+        if loop.time() < self._unlimited_until:
+            return
         slot: asyncio.Future[float] = loop.create_future()
         self._waiters.append(slot)
         if self._booker is None or self._booker.done():
