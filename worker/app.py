@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import warnings
 from typing import Any, cast
 
 import redis.exceptions
@@ -100,3 +102,23 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
     }
     options.update(overrides)
     return ChangeWorker(**options)
+
+
+async def stop_worker(worker: Worker, run: asyncio.Task[None]) -> None:
+    """Stop a worker started as the task ``run``: take no new jobs, cancel the running ones
+    (they stay on the queue and any replica re-runs them), then close its connections.
+
+    arq's own signal handler cancels whole job runners instead, and a runner cancelled before
+    its job started escapes arq's ``close()`` and leaves the rest of the shutdown undone.
+    """
+    worker.allow_pick_jobs = False
+    while running := [t for t in worker.tasks.values() if not t.done()]:
+        for job in list(worker.job_tasks.values()):
+            job.cancel()
+        await asyncio.wait(running, timeout=0.05)
+    run.cancel()
+    await asyncio.wait([run])
+    with warnings.catch_warnings():
+        # arq 0.28 closes its pool with redis-py's deprecated close().
+        warnings.filterwarnings("ignore", "Call to deprecated close", DeprecationWarning)
+        await worker.close()

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import warnings
 from typing import Any
 
 from redis.asyncio import Redis
 
 from schemas import keys
 from schemas.settings import Settings
-from worker.app import create_worker
+from worker.app import create_worker, stop_worker
 from worker.state import STATE_KEY
 
 CHECK_INTERVAL_S = 0.02
@@ -47,9 +45,4 @@ async def run_until_drained(settings: Settings, timeout_s: float = 60, **overrid
                 await asyncio.sleep(CHECK_INTERVAL_S)
     finally:
         await redis.aclose()
-        with warnings.catch_warnings():
-            # arq 0.28 closes its pool with redis-py's deprecated close().
-            warnings.filterwarnings("ignore", "Call to deprecated close", DeprecationWarning)
-            await worker.close()
-        with contextlib.suppress(asyncio.CancelledError):
-            await run
+        await stop_worker(worker, run)

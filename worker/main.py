@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -13,7 +14,7 @@ import asyncpg
 import redis.exceptions
 
 from schemas.settings import PREFIX, Settings, SettingsError
-from worker.app import create_worker
+from worker.app import create_worker, stop_worker
 from worker.errors import describe
 
 # Start-up failures worth one line rather than a traceback.
@@ -74,17 +75,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         # arq logs every job start and end at INFO: thousands of lines a minute.
         logging.getLogger("arq.worker").setLevel(max(level, logging.WARNING))
 
-    # arq's Worker takes the current event loop and installs SIGTERM/SIGINT handlers on it:
-    # they cancel the running jobs (left on the queue for another replica) and stop the loop.
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
     try:
-        create_worker(settings).run()
+        asyncio.run(serve(settings))
     except UNREACHABLE as e:
         logging.getLogger(__name__).error("cannot run: %s", describe(e))
         raise SystemExit(1) from e
-    finally:
-        loop.close()
+
+
+async def serve(settings: Settings) -> None:
+    """Run one worker until SIGTERM or SIGINT; raise what stopped it otherwise."""
+    worker = create_worker(settings, handle_signals=False)
+    run = asyncio.create_task(worker.async_run())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([run, stopping], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    await stop_worker(worker, run)
+    if not run.cancelled() and (error := run.exception()) is not None:
+        raise error
 
 
 if __name__ == "__main__":
