@@ -46,6 +46,14 @@ ARQ_IN_PROGRESS_PREFIX = "arq:in-progress:"
 ARQ_RETRY_PREFIX = "arq:retry:"
 ARQ_HEALTH_CHECK_SUFFIX = ":health-check"
 
+
+def worker_health_key(queue_name: str, replica: str) -> str:
+    """A worker replica's arq health key, ``<queue>:health-check:<host>:<pid>``, refreshed every
+    few seconds and expiring when the replica stops. Its value is arq's status line, ending in
+    ``j_ongoing=<jobs running in that replica> queued=<jobs on arq's queue>``."""
+    return f"{queue_name}{ARQ_HEALTH_CHECK_SUFFIX}:{replica}"
+
+
 # Name of the arq function that applies one change.
 APPLY_FUNCTION = "apply_change"
 

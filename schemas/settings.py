@@ -37,6 +37,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     queue_name: str = "cohortsync:queue"
     # Concurrent jobs per worker replica.
     worker_max_jobs: Positive = 200
+    # Each worker replica's own /healthz and /metrics (on http_host); 0 serves neither.
+    worker_metrics_port: Port = 9090
     # A job (including its wait for a rate-limit slot) is re-run by another replica after this.
     job_timeout_s: Positive = 300
     # Dispatch tops arq's ready queue up to this many jobs, never more.
