@@ -16,7 +16,6 @@ import redis.asyncio as aioredis
 from schemas import keys
 from schemas.settings import Settings
 from tests.worker_support import accept, new_audience
-from worker.app import health_check_key
 from worker.limiter import Limiter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,6 +90,8 @@ async def test_rate_holds_across_worker_processes(
         "COHORTSYNC_REDIS_URL": settings.redis_url,
         "COHORTSYNC_RATE_LIMIT_PER_MINUTE": str(rate_per_minute),
         "COHORTSYNC_LOG_LEVEL": "WARNING",
+        # Two replicas on one host: neither serves the metrics port (test_worker_main does).
+        "COHORTSYNC_WORKER_METRICS_PORT": "0",
     }
     started = time.monotonic()
     workers = [
@@ -107,7 +108,10 @@ async def test_rate_holds_across_worker_processes(
     ]
     try:
         # Each replica keeps its own health key while it runs.
-        health = [health_check_key(settings, f"{socket.gethostname()}:{w.pid}") for w in workers]
+        health = [
+            keys.worker_health_key(settings.queue_name, f"{socket.gethostname()}:{w.pid}")
+            for w in workers
+        ]
         while await redis.exists(*health) < 2:
             assert all(w.returncode is None for w in workers)
             await asyncio.sleep(0.05)

@@ -44,11 +44,6 @@ def replica_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def health_check_key(settings: Settings, replica: str) -> str:
-    """Per-replica health key: ``<queue>:health-check:<host>:<pid>``, expiring when it dies."""
-    return f"{settings.queue_name}{keys.ARQ_HEALTH_CHECK_SUFFIX}:{replica}"
-
-
 class ChangeWorker(Worker):
     """arq's worker, skipping running jobs before its per-job WATCH transaction.
 
@@ -97,7 +92,7 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
         "job_deserializer": jobs.deserialize_job,
         "poll_delay": POLL_DELAY_S,
         "health_check_interval": HEALTH_CHECK_INTERVAL_S,
-        "health_check_key": health_check_key(settings, replica_name()),
+        "health_check_key": keys.worker_health_key(settings.queue_name, replica_name()),
         "log_results": False,
     }
     options.update(overrides)

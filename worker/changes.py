@@ -44,12 +44,19 @@ async def apply_change(
     """
     state = ctx["cohortsync"]
     args = [audience_id, profile_id, member, version]
+    loop = asyncio.get_running_loop()
+    budget = asyncio.timeout(state.job_budget_s)
     try:
         change = msgspec.convert(args, Change)
-        async with asyncio.timeout(state.job_budget_s):
+        async with budget:
+            started = loop.time()
             await state.limiter.acquire()
-            return await state.applier.apply(change)
+            state.metrics.limiter_wait.observe(loop.time() - started)
+            applied = await state.applier.apply(change)
     except Exception as e:
+        if budget.expired():
+            # Still waiting for its turn before arq's own timeout would drop it: queue again.
+            raise Retry() from e
         if is_transient(e):
             _log_transient(e)
             raise Retry(defer=backoff_s(ctx["job_try"])) from e
@@ -60,7 +67,14 @@ async def apply_change(
             describe(e),
         )
         await _dead_letter(ctx, args, e)
+        state.metrics.dropped["dead_letter"] += 1
         return False
+    if applied:
+        state.metrics.applied += 1
+        state.metrics.job_latency.observe(time.time() - ctx["enqueue_time"].timestamp())
+    else:
+        state.metrics.dropped["stale"] += 1
+    return applied
 
 
 async def _dead_letter(ctx: JobContext, args: list[Any], error: Exception) -> None:

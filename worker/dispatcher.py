@@ -13,6 +13,7 @@ from schemas import keys
 from schemas.lua import source
 from schemas.settings import Settings
 from worker.errors import describe
+from worker.metrics import WorkerMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,9 @@ class DispatchResult(NamedTuple):
 class Dispatcher:
     """One per replica; ``dispatch.lua`` is atomic, so any number may run against one Redis."""
 
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(
+        self, redis: Redis, settings: Settings, metrics: WorkerMetrics | None = None
+    ) -> None:
         self._script = redis.register_script(source("dispatch"))
         self._keys = [
             settings.queue_name,
@@ -54,11 +57,14 @@ class Dispatcher:
             keys.APPLY_FUNCTION,
         ]
         self._batch = settings.dispatch_batch
+        self._metrics = metrics or WorkerMetrics()
         self._task: asyncio.Task[None] | None = None
 
     async def dispatch_once(self) -> DispatchResult:
         reply = await self._script(keys=self._keys, args=self._args)
-        return DispatchResult(*(int(x) for x in reply))
+        result = DispatchResult(*(int(x) for x in reply))
+        self._metrics.dropped["stale"] += result.dropped
+        return result
 
     async def run(self) -> None:
         """Dispatch until cancelled; Redis errors are logged and waited out, never fatal."""

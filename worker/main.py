@@ -14,8 +14,11 @@ import asyncpg
 import redis.exceptions
 
 from schemas.settings import PREFIX, Settings, SettingsError
+from worker import probe
 from worker.app import create_worker, stop_worker
 from worker.errors import describe
+from worker.metrics import render
+from worker.state import STATE_KEY, WorkerState
 
 # Start-up failures worth one line rather than a traceback.
 UNREACHABLE = (OSError, redis.exceptions.RedisError, asyncpg.PostgresError, asyncpg.InterfaceError)
@@ -35,6 +38,8 @@ USED_SETTINGS = {
     "dispatch_quantum": "entries per audience per round-robin turn",
     "group_commit_max_rows": "rows per group commit",
     "group_commit_delay_ms": "longest wait before a group commit",
+    "worker_metrics_port": "this replica's /healthz and /metrics; 0 serves neither",
+    "http_host": "address that port listens on",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
 }
 
@@ -45,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
         f"  {PREFIX}{name.upper()}  {text} (default: {getattr(defaults, name)})"
         for name, text in USED_SETTINGS.items()
     ]
-    return argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(
         prog="cohortsync-worker",
         description="Run one cohortsync worker replica: move queued membership changes into "
         "arq's queue fairly across audiences and apply them to Postgres at the shared rate "
@@ -54,15 +59,27 @@ def _parser() -> argparse.ArgumentParser:
         epilog="configuration (environment variables):\n" + "\n".join(lines),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 if the worker on this host answers /healthz on its metrics port, else 1 "
+        "(a liveness probe)",
+    )
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    _parser().parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env(os.environ)
     except SettingsError as e:
         print(f"cohortsync-worker: {e}", file=sys.stderr)
         raise SystemExit(2) from e
+    if args.check:
+        problem = probe.check(settings)
+        if problem:
+            print(f"cohortsync-worker: unhealthy: {problem}", file=sys.stderr)
+        raise SystemExit(1 if problem else 0)
     level = logging.getLevelName(settings.log_level.upper())
     if not isinstance(level, int):
         print(
@@ -90,10 +107,24 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait([run, stopping], return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
-    await stop_worker(worker, run)
+
+    def alive() -> bool:
+        return not run.done() and STATE_KEY in worker.ctx
+
+    async def metrics() -> str:
+        state: WorkerState = worker.ctx[STATE_KEY]
+        return await render(state.metrics, state.redis, settings)
+
+    http = probe.Probe(alive, metrics)
+    if settings.worker_metrics_port:
+        await http.start(settings.http_host, settings.worker_metrics_port)
+    try:
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait([run, stopping], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        await stop_worker(worker, run)
+    finally:
+        await http.stop()
     if not run.cancelled() and (error := run.exception()) is not None:
         raise error
 

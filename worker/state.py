@@ -13,6 +13,7 @@ from schemas.settings import Settings
 from worker.applier import Applier
 from worker.dispatcher import Dispatcher
 from worker.limiter import Limiter
+from worker.metrics import WorkerMetrics
 
 DB_POOL_MAX_SIZE = 4
 # A statement slower than this is abandoned and its jobs retried (not a hang until job_timeout).
@@ -27,6 +28,7 @@ class WorkerState:
     limiter: Limiter
     applier: Applier
     dispatcher: Dispatcher | None
+    metrics: WorkerMetrics
 
     @classmethod
     async def open(cls, settings: Settings, redis: Redis, *, dispatch: bool = True) -> WorkerState:
@@ -47,10 +49,11 @@ class WorkerState:
             max_rows=settings.group_commit_max_rows,
             delay_s=settings.group_commit_delay_ms / 1000,
         )
-        dispatcher = Dispatcher(redis, settings) if dispatch else None
+        metrics = WorkerMetrics()
+        dispatcher = Dispatcher(redis, settings, metrics) if dispatch else None
         if dispatcher is not None:
             dispatcher.start()
-        return cls(settings, redis, db, limiter, applier, dispatcher)
+        return cls(settings, redis, db, limiter, applier, dispatcher, metrics)
 
     @property
     def job_budget_s(self) -> float:
