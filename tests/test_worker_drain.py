@@ -177,3 +177,19 @@ async def test_dispatch_keeps_arq_queue_at_the_watermark(
         await drain
     assert max(depths) <= 40
     assert len(await memberships(db, a)) < 2000
+
+
+async def test_watermark_follows_the_rate_in_force(
+    settings: Settings, redis: aioredis.Redis
+) -> None:
+    rate = 1000
+
+    dispatcher = Dispatcher(redis, settings, rate_per_minute=lambda: rate)
+    # A few seconds of work at the rate, at least a floor, at most the configured watermark.
+    assert dispatcher.watermark() == 50
+    rate = 6000
+    assert dispatcher.watermark() == 300
+    rate = 60_000
+    assert dispatcher.watermark() == settings.dispatch_watermark
+    rate = 0
+    assert dispatcher.watermark() == settings.dispatch_watermark

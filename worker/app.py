@@ -24,8 +24,10 @@ from worker.state import STATE_KEY, WorkerState
 # Never give up on a change because of transient failures: apply_change turns permanent ones
 # into dead letters itself, so arq's try counter only ever counts transient ones.
 MAX_TRIES = 1_000_000
-# arq waits this long between looks at its queue when it has room for more jobs.
+# arq waits this long between looks at its queue when it has room for more jobs, and this
+# long when its last look found only jobs already running.
 POLL_DELAY_S = 0.01
+IDLE_POLL_DELAY_S = 0.05
 # Each replica refreshes its own health key this often (the key lives one second longer).
 HEALTH_CHECK_INTERVAL_S = 5
 
@@ -54,10 +56,15 @@ class ChangeWorker(Worker):
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         candidates = [j for j in job_ids if j.decode() not in self.tasks]
-        if not candidates:
-            return
-        running = await self.pool.mget([in_progress_key_prefix + j.decode() for j in candidates])
-        await super().start_jobs([j for j, r in zip(candidates, running, strict=True) if r is None])
+        if candidates:
+            running = await self.pool.mget(
+                [in_progress_key_prefix + j.decode() for j in candidates]
+            )
+            candidates = [j for j, r in zip(candidates, running, strict=True) if r is None]
+        if candidates:
+            await super().start_jobs(candidates)
+        else:
+            await asyncio.sleep(IDLE_POLL_DELAY_S - POLL_DELAY_S)
 
 
 def create_worker(settings: Settings, **overrides: Any) -> Worker:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 from redis.asyncio import Redis
@@ -22,6 +24,10 @@ IDLE_S = 0.03
 # Some jobs created but not a full batch: the queue is nearly full, a shorter pause will do.
 PARTIAL_S = 0.005
 MAX_BACKOFF_S = 5.0
+# Under a rate limit, arq's queue holds about this many seconds of work (never more than the
+# configured watermark): jobs queued beyond it only make a newly arrived audience wait longer.
+QUEUED_S = 3.0
+MIN_WATERMARK = 50
 
 
 class DispatchResult(NamedTuple):
@@ -37,7 +43,11 @@ class Dispatcher:
     """One per replica; ``dispatch.lua`` is atomic, so any number may run against one Redis."""
 
     def __init__(
-        self, redis: Redis, settings: Settings, metrics: WorkerMetrics | None = None
+        self,
+        redis: Redis,
+        settings: Settings,
+        metrics: WorkerMetrics | None = None,
+        rate_per_minute: Callable[[], int] | None = None,
     ) -> None:
         self._script = redis.register_script(source("dispatch"))
         self._keys = [
@@ -57,10 +67,20 @@ class Dispatcher:
             keys.APPLY_FUNCTION,
         ]
         self._batch = settings.dispatch_batch
+        self._max_watermark = settings.dispatch_watermark
+        self._rate = rate_per_minute or (lambda: settings.rate_limit_per_minute)
         self._metrics = metrics or WorkerMetrics()
         self._task: asyncio.Task[None] | None = None
 
+    def watermark(self) -> int:
+        """Most ready jobs on arq's queue for the rate in force (0: the configured watermark)."""
+        rate = self._rate()
+        if rate <= 0:
+            return self._max_watermark
+        return min(self._max_watermark, max(MIN_WATERMARK, math.ceil(rate / 60 * QUEUED_S)))
+
     async def dispatch_once(self) -> DispatchResult:
+        self._args[0] = self.watermark()
         reply = await self._script(keys=self._keys, args=self._args)
         result = DispatchResult(*(int(x) for x in reply))
         self._metrics.dropped["stale"] += result.dropped

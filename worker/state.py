@@ -50,7 +50,11 @@ class WorkerState:
             delay_s=settings.group_commit_delay_ms / 1000,
         )
         metrics = WorkerMetrics()
-        dispatcher = Dispatcher(redis, settings, metrics) if dispatch else None
+        dispatcher = (
+            Dispatcher(redis, settings, metrics, lambda: limiter.rate_per_minute)
+            if dispatch
+            else None
+        )
         if dispatcher is not None:
             dispatcher.start()
         return cls(settings, redis, db, limiter, applier, dispatcher, metrics)
