@@ -98,6 +98,8 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
         "job_serializer": jobs.serialize_job,
         "job_deserializer": jobs.deserialize_job,
         "poll_delay": POLL_DELAY_S,
+        # Each look reads past every job already running to the ones waiting to start.
+        "queue_read_limit": max(settings.worker_max_jobs * 5, settings.dispatch_watermark * 2),
         "health_check_interval": HEALTH_CHECK_INTERVAL_S,
         "health_check_key": keys.worker_health_key(settings.queue_name, replica_name()),
         "log_results": False,
