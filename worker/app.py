@@ -15,8 +15,10 @@ from arq.typing import WorkerCoroutine
 from arq.worker import Worker, func
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript
 
 from schemas import jobs, keys
+from schemas.lua import source
 from schemas.settings import Settings
 from worker.changes import apply_change
 from worker.state import STATE_KEY, WorkerState
@@ -47,24 +49,38 @@ def replica_name() -> str:
 
 
 class ChangeWorker(Worker):
-    """arq's worker, skipping running jobs before its per-job WATCH transaction.
+    """arq's worker, claiming the jobs it starts in one round trip per poll.
 
-    The dispatcher keeps arq's queue shallow, so most ids a poll reads belong to jobs already
-    running (waiting for their rate-limit slot, here or on another replica). arq spends four
-    round trips on each before skipping it; one MGET for all of them is enough.
+    arq spends four round trips on each id it reads (WATCH, EXISTS, ZSCORE, MULTI/EXEC) before
+    starting or skipping it; ``claim.lua`` applies the same rule to every id at once. The
+    dispatcher keeps arq's queue shallow, so most ids a poll reads belong to jobs already
+    running (waiting for their rate-limit slot, here or on another replica).
     """
 
+    _claim: AsyncScript | None = None
+
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        candidates = [j for j in job_ids if j.decode() not in self.tasks]
-        if candidates:
-            running = await self.pool.mget(
-                [in_progress_key_prefix + j.decode() for j in candidates]
+        room = self.max_jobs - self.job_counter
+        ids = [j.decode() for j in job_ids]
+        ids = [j for j in ids if j not in self.tasks][:room]
+        claimed: list[bytes] = []
+        if ids:
+            if self._claim is None:
+                self._claim = self.pool.register_script(source("claim"))
+            ttl_ms = int(self.in_progress_timeout_s * 1000)
+            claimed = await self._claim(
+                keys=[self.queue_name], args=[in_progress_key_prefix, ttl_ms, *ids]
             )
-            candidates = [j for j, r in zip(candidates, running, strict=True) if r is None]
-        if candidates:
-            await super().start_jobs(candidates)
-        else:
+        if not claimed:
             await asyncio.sleep(IDLE_POLL_DELAY_S - POLL_DELAY_S)
+            return
+        for raw_id, score in zip(claimed[::2], claimed[1::2], strict=True):
+            job_id = raw_id.decode()
+            await self.sem.acquire()  # never waits: at most ``room`` ids were claimed
+            self.job_counter += 1
+            task = self.loop.create_task(self.run_job(job_id, int(float(score))))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
 
 
 def create_worker(settings: Settings, **overrides: Any) -> Worker:
