@@ -46,8 +46,6 @@ HISTOGRAMS = frozenset(
     }
 )
 QUEUE_STATES = frozenset({"backlog", "ready", "in_flight", "deferred"})
-# Variables the worker's metrics server reads that are not (yet) Settings fields.
-WORKER_ONLY_VARIABLES = frozenset({"COHORTSYNC_WORKER_METRICS_PORT"})
 # Custom resources kubernetes-validate has no schema for; the tests check their fields.
 CRD_GROUPS = frozenset({"keda.sh", "monitoring.coreos.com"})
 

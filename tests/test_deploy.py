@@ -27,7 +27,6 @@ from tests.deploy_support import (
     METRICS,
     QUEUE_STATES,
     ROOT,
-    WORKER_ONLY_VARIABLES,
     YAMLLINT_CONFIG,
     compose_environment,
     console_scripts,
@@ -222,14 +221,13 @@ def test_every_command_is_a_declared_console_script_with_known_arguments(
 
 
 def test_every_cohortsync_variable_is_a_setting() -> None:
-    known = SETTINGS_VARIABLES | WORKER_ONLY_VARIABLES
     files = [DOCKERFILE, COMPOSE, DEPLOY / "README.md", *sorted(K8S.rglob("*.yaml"))]
     used = {
         name
         for path in files
         for name in re.findall(rf"{PREFIX}[A-Z0-9_]*[A-Z0-9]", path.read_text())
     }
-    assert used - known == set()
+    assert used - SETTINGS_VARIABLES == set()
     assert {"COHORTSYNC_DATABASE_URL", "COHORTSYNC_REDIS_URL"} <= used
 
 
@@ -238,10 +236,10 @@ def test_configured_values_make_valid_settings(
     environment: Callable[[], dict[str, str]],
 ) -> None:
     env = environment()
-    assert set(env) - SETTINGS_VARIABLES <= WORKER_ONLY_VARIABLES
+    assert set(env) <= SETTINGS_VARIABLES
     settings = Settings.from_env(env)
     assert settings.http_port == 8080
-    assert env["COHORTSYNC_WORKER_METRICS_PORT"] == "9090"
+    assert settings.worker_metrics_port == 9090
 
 
 # --- compose ----------------------------------------------------------------------------------
