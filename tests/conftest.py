@@ -20,7 +20,11 @@ from schemas.settings import Settings
 from tests.admin_helpers import Admin, admin_runner
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
+# Test runs on one machine each take a Redis database of their own (1-15), claimed with a lock key
+# in database 0, so two runs never flush each other's data.
+REDIS_LOCK_PREFIX = "cohortsync-test-lock:"
+REDIS_LOCK_TTL_S = 3 * 3600
 
 
 def _host_port(url: str, default_port: int) -> tuple[str, int]:
@@ -37,7 +41,7 @@ def _with_database(url: str, database: str) -> str:
 def services() -> Iterator[tuple[str, str]]:
     """(Postgres admin URL, Redis URL): configured or default when they answer, else embedded."""
     pg_url = os.environ.get("COHORTSYNC_TEST_DATABASE_URL", DEFAULT_DATABASE_URL)
-    redis_url = os.environ.get("COHORTSYNC_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+    redis_url = os.environ.get("COHORTSYNC_TEST_REDIS_URL", "")
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cohortsync-test-")))
         if os.environ.get("COHORTSYNC_TEST_EMBEDDED") == "1" or not embedded.reachable(
@@ -45,10 +49,31 @@ def services() -> Iterator[tuple[str, str]]:
         ):
             pg_url = stack.enter_context(embedded.postgres(tmp / "pg"))
         if os.environ.get("COHORTSYNC_TEST_EMBEDDED") == "1" or not embedded.reachable(
-            *_host_port(redis_url, 6379)
+            *_host_port(redis_url or DEFAULT_REDIS_URL, 6379)
         ):
             redis_url = stack.enter_context(embedded.redis(tmp / "redis"))
+        elif not redis_url:
+            redis_url = stack.enter_context(_own_redis_database(DEFAULT_REDIS_URL))
         yield pg_url, redis_url
+
+
+@contextlib.contextmanager
+def _own_redis_database(server_url: str) -> Iterator[str]:
+    import redis as syncredis
+
+    client = syncredis.Redis.from_url(server_url + "/0")
+    try:
+        for number in range(1, 16):
+            lock = f"{REDIS_LOCK_PREFIX}{number}"
+            if client.set(lock, os.getpid(), nx=True, ex=REDIS_LOCK_TTL_S):
+                try:
+                    yield f"{server_url}/{number}"
+                finally:
+                    client.delete(lock)
+                return
+        raise RuntimeError("every Redis test database (1-15) is taken by another test run")
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="session")
