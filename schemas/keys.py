@@ -40,6 +40,15 @@ DEAD_LETTERS = PREFIX + "dead"
 SEEN_PREFIX = PREFIX + "seen:amplitude:"
 SEEN_TTL_S = 7 * 24 * 3600
 
+# Worker replicas (sorted set): each one's health key, scored with the time (ms) after which it
+# may be forgotten. Replicas refresh it with their health key, so readers count live replicas
+# without a SCAN and drop the entries of replicas that died.
+WORKERS = PREFIX + "workers"
+# Changes applied during one second (a counter per second, written by the workers): the measured
+# rate is the sum over the last minute. Each expires soon after that minute.
+APPLIED_SECOND_PREFIX = PREFIX + "applied:"
+APPLIED_SECOND_TTL_S = 120
+
 # arq's own layout (arq.constants): job payloads live under this prefix, keyed by job id.
 ARQ_JOB_PREFIX = "arq:job:"
 ARQ_IN_PROGRESS_PREFIX = "arq:in-progress:"
@@ -67,6 +76,11 @@ def backlog_key(audience_id: int) -> str:
 
 def stats_key(audience_id: int) -> str:
     return f"{STATS_PREFIX}{audience_id}"
+
+
+def applied_second_key(second: int) -> str:
+    """The counter of changes applied during the Unix second ``second``."""
+    return f"{APPLIED_SECOND_PREFIX}{second}"
 
 
 def seen_key(message_id: str) -> str:

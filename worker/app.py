@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 import warnings
 from typing import Any, cast
 
@@ -58,6 +59,17 @@ class ChangeWorker(Worker):
     """
 
     _claim: AsyncScript | None = None
+    _registered_at_s = 0.0
+
+    async def record_health(self) -> None:
+        """arq's health key, and this replica's entry in the registry that readers count live
+        replicas from (``keys.WORKERS``), kept until two refreshes were missed."""
+        await super().record_health()
+        now_s = time.time()
+        if now_s - self._registered_at_s >= HEALTH_CHECK_INTERVAL_S:
+            self._registered_at_s = now_s
+            forget_at_ms = int((now_s + 2 * HEALTH_CHECK_INTERVAL_S + 1) * 1000)
+            await self.pool.zadd(keys.WORKERS, {self.health_check_key: forget_at_ms})
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         room = self.max_jobs - self.job_counter

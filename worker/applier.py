@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from typing import Any, NamedTuple
 
@@ -175,6 +176,12 @@ class Applier:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for (audience_id, field), n in counts.items():
                         pipe.hincrby(keys.stats_key(audience_id), field, n)
+                    applied = sum(n for (_, field), n in counts.items() if field == "applied")
+                    if applied:
+                        # The measured rate (cohortsync-admin status, /v1/status) sums these.
+                        second = keys.applied_second_key(int(time.time()))
+                        pipe.incrby(second, applied)
+                        pipe.expire(second, keys.APPLIED_SECOND_TTL_S)
                     await pipe.execute()
             except Exception as e:
                 # Counters feed dashboards; the rows are committed, so the jobs still succeed.

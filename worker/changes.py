@@ -12,6 +12,7 @@ from arq import Retry
 
 from schemas import keys
 from schemas.jobs import Change
+from worker import logs
 from worker.errors import backoff_s, describe, is_transient
 from worker.state import JobContext
 
@@ -68,13 +69,21 @@ async def apply_change(
         )
         await _dead_letter(ctx, args, e)
         state.metrics.dropped["dead_letter"] += 1
+        _log_finished(ctx, audience_id, "dead_letter")
         return False
+    latency_s = _log_finished(ctx, audience_id, "applied" if applied else "stale")
     if applied:
         state.metrics.applied += 1
-        state.metrics.job_latency.observe(time.time() - ctx["enqueue_time"].timestamp())
+        state.metrics.job_latency.observe(latency_s)
     else:
         state.metrics.dropped["stale"] += 1
     return applied
+
+
+def _log_finished(ctx: JobContext, audience_id: int, outcome: logs.Outcome) -> float:
+    latency_s = time.time() - ctx["enqueue_time"].timestamp()
+    logs.job_finished(ctx["job_id"], audience_id, outcome, ctx["job_try"], latency_s)
+    return latency_s
 
 
 async def _dead_letter(ctx: JobContext, args: list[Any], error: Exception) -> None:

@@ -13,9 +13,10 @@ from collections.abc import Sequence
 import asyncpg
 import redis.exceptions
 
+from schemas import logs as log_format
 from schemas.settings import PREFIX, Settings, SettingsError
-from worker import probe
-from worker.app import create_worker, stop_worker
+from worker import logs, probe
+from worker.app import create_worker, replica_name, stop_worker
 from worker.errors import describe
 from worker.metrics import render
 from worker.state import STATE_KEY, WorkerState
@@ -80,14 +81,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         if problem:
             print(f"cohortsync-worker: unhealthy: {problem}", file=sys.stderr)
         raise SystemExit(1 if problem else 0)
-    level = logging.getLevelName(settings.log_level.upper())
-    if not isinstance(level, int):
+    level = log_format.level_number(settings.log_level)
+    if level is None:
         print(
             f"cohortsync-worker: {PREFIX}LOG_LEVEL: unknown level {settings.log_level!r}",
             file=sys.stderr,
         )
         raise SystemExit(2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_format.configure(level)
     if level > logging.DEBUG:
         # arq logs every job start and end at INFO: thousands of lines a minute.
         logging.getLogger("arq.worker").setLevel(max(level, logging.WARNING))
@@ -118,13 +119,18 @@ async def serve(settings: Settings) -> None:
     http = probe.Probe(alive, metrics)
     if settings.worker_metrics_port:
         await http.start(settings.http_host, settings.worker_metrics_port)
+    replica = replica_name()
+    logs.lifecycle("start", replica, f"worker {replica} started")
     try:
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait([run, stopping], return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
+        if stop.is_set():
+            logs.lifecycle("stopping", replica, f"worker {replica} stopping: running jobs go back")
         await stop_worker(worker, run)
     finally:
         await http.stop()
+    logs.lifecycle("stop", replica, f"worker {replica} stopped")
     if not run.cancelled() and (error := run.exception()) is not None:
         raise error
 

@@ -4,7 +4,6 @@ dashboards take their ``max``)."""
 
 from __future__ import annotations
 
-import re
 import time
 from bisect import bisect_left
 from collections import Counter
@@ -12,15 +11,14 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
-from schemas import keys
+from schemas.lua import source
 from schemas.settings import Settings
+from schemas.status import parse_snapshot, snapshot_args, snapshot_keys
 
 # From acceptance at the edge to committed in Postgres: seconds when idle, hours behind a backlog.
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600)
 # A job's wait for its rate-limit slot.
 WAIT_BUCKETS_S = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
-
-_ONGOING = re.compile(rb"j_ongoing=(\d+)")
 
 
 class Histogram:
@@ -74,50 +72,34 @@ class WorkerMetrics:
 
 
 async def queue_lines(redis: Redis, settings: Settings) -> list[str]:
-    """The queue's state as every replica and the edge see it, read from Redis now."""
-    health = [
-        k
-        async for k in redis.scan_iter(
-            match=keys.worker_health_key(_glob_escape(settings.queue_name), "*"), count=1000
-        )
-    ]
-    now_ms = int(time.time() * 1000)
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.get(keys.BACKLOG_TOTAL)
-        pipe.zcount(settings.queue_name, "-inf", now_ms)
-        pipe.zcount(settings.queue_name, f"({now_ms}", "+inf")
-        pipe.hget(keys.CONFIG, "rate_per_minute")
-        pipe.lrange(keys.ACTIVE_LIST, 0, -1)
-        if health:
-            pipe.mget(health)
-        replies = await pipe.execute()
-    backlog, due, deferred, rate, active = replies[:5]
-    statuses = replies[5] if health else []
-    # A running job stays on arq's queue until it finishes; the replicas report how many run.
-    in_flight = sum(int(m.group(1)) for s in statuses if s and (m := _ONGOING.search(s)))
-    rate_per_minute = int(rate) if rate is not None else settings.rate_limit_per_minute
-    async with redis.pipeline(transaction=False) as pipe:
-        for audience in active:
-            pipe.llen(keys.BACKLOG_PREFIX + audience.decode())
-        pending = await pipe.execute()
-
+    """The queue's state as every replica and the edge see it (``queue_state.lua``, the same
+    snapshot the edge's /metrics and /v1/status read), from Redis now."""
+    reply = await redis.register_script(source("queue_state"))(
+        keys=snapshot_keys(settings.queue_name), args=snapshot_args(time.time())
+    )
+    snapshot = parse_snapshot(reply)
     out = _header("cohortsync_queue_depth", "gauge", "Changes queued, by state.")
     depth = {
-        "backlog": int(backlog or 0),
-        "ready": max(0, int(due) - in_flight),
-        "in_flight": in_flight,
-        "deferred": int(deferred),
+        "backlog": snapshot.backlog,
+        "ready": snapshot.ready,
+        "in_flight": snapshot.in_flight,
+        "deferred": snapshot.deferred,
     }
     out += [f'cohortsync_queue_depth{{state="{s}"}} {n}' for s, n in depth.items()]
-    out += _header("cohortsync_audience_pending", "gauge", "Backlog per audience.")
+    out += _header(
+        "cohortsync_audience_pending",
+        "gauge",
+        "Changes accepted and not yet applied, per audience with a backlog.",
+    )
     out += [
-        f'cohortsync_audience_pending{{audience_id="{a.decode()}"}} {n}'
-        for a, n in zip(active, pending, strict=True)
+        f'cohortsync_audience_pending{{audience_id="{a.audience_id}"}} {a.pending}'
+        for a in snapshot.audiences
     ]
+    rate_per_minute = snapshot.rate_per_minute(settings.rate_limit_per_minute)
     out += _header("cohortsync_rate_limit_per_minute", "gauge", "Rate limit in force; 0 = none.")
     out.append(f"cohortsync_rate_limit_per_minute {rate_per_minute}")
     out += _header("cohortsync_workers_live", "gauge", "Worker replicas alive now.")
-    out.append(f"cohortsync_workers_live {len(health)}")
+    out.append(f"cohortsync_workers_live {snapshot.workers_live}")
     return out
 
 
@@ -128,7 +110,3 @@ async def render(metrics: WorkerMetrics, redis: Redis, settings: Settings) -> st
 
 def _header(name: str, kind: str, text: str) -> list[str]:
     return [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
-
-
-def _glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[\]\\])", r"\\\1", text)

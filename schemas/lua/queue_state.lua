@@ -1,0 +1,59 @@
+-- A snapshot of the queue for /metrics and /v1/status, read in one step so its numbers agree.
+-- It changes nothing but the worker registry, from which it drops replicas whose entry expired.
+-- Every call is O(1) or O(log n) per audience reported and per worker replica: nothing here
+-- grows with the backlog.
+-- KEYS[1] backlog total, KEYS[2] arq queue (sorted set), KEYS[3] config hash, KEYS[4] active
+-- list, KEYS[5] worker registry (sorted set).
+-- ARGV[1] now in ms on the caller's clock (arq scores jobs with its own), ARGV[2] backlog key
+-- prefix, ARGV[3] stats key prefix, ARGV[4] applied-per-second key prefix, ARGV[5] now in whole
+-- seconds, ARGV[6] measuring window in seconds, then audience ids to report besides the active
+-- ones.
+-- Health and backlog keys are derived here, so this script assumes a single Redis node.
+-- Returns {backlog total, due jobs, deferred jobs, rate override or '', live replicas, jobs
+-- running, applied in the window, {{audience, backlog, accepted, applied, dropped}, ...}}.
+local now_ms = ARGV[1]
+local backlog = tonumber(redis.call('GET', KEYS[1]) or '0')
+local due = redis.call('ZCOUNT', KEYS[2], '-inf', now_ms)
+local deferred = redis.call('ZCOUNT', KEYS[2], '(' .. now_ms, '+inf')
+local rate = redis.call('HGET', KEYS[3], 'rate_per_minute') or ''
+
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. now_ms)
+local live, running = 0, 0
+for _, health_key in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
+  -- arq's status line: "... j_ongoing=<jobs running in that replica> queued=<n>".
+  local info = redis.call('GET', health_key)
+  if info then
+    live = live + 1
+    running = running + tonumber(string.match(info, 'j_ongoing=(%d+)') or '0')
+  end
+end
+
+local applied = 0
+local now_s = tonumber(ARGV[5])
+-- Whole seconds only: the current one is still being counted.
+for s = now_s - tonumber(ARGV[6]), now_s - 1 do
+  applied = applied + tonumber(redis.call('GET', ARGV[4] .. s) or '0')
+end
+
+local audiences, seen = {}, {}
+local function report(audience)
+  if seen[audience] then
+    return
+  end
+  seen[audience] = true
+  local counts = redis.call('HMGET', ARGV[3] .. audience, 'accepted', 'applied', 'dropped')
+  audiences[#audiences + 1] = {
+    audience,
+    redis.call('LLEN', ARGV[2] .. audience),
+    counts[1] or '0',
+    counts[2] or '0',
+    counts[3] or '0',
+  }
+end
+for _, audience in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do
+  report(audience)
+end
+for i = 7, #ARGV do
+  report(ARGV[i])
+end
+return {backlog, due, deferred, rate, live, running, applied, audiences}

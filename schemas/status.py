@@ -1,0 +1,196 @@
+"""The queue's state as metrics, ``/v1/status`` and ``cohortsync-admin status`` report it.
+
+``queue_state.lua`` reads it from Redis in one step; the edge and the workers each call that
+script with their own client and turn its reply into the same numbers here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+import msgspec
+
+from schemas import keys
+
+# The measured rate counts the changes applied during the last minute.
+MEASURE_WINDOW_S = 60
+
+
+class AudienceCounts(NamedTuple):
+    """One audience's counters (``cs:stats:<id>``) and backlog length."""
+
+    audience_id: int
+    backlog: int
+    accepted: int
+    applied: int
+    dropped: int
+
+    @property
+    def pending(self) -> int:
+        """Changes accepted and neither applied nor dropped yet: those in the backlog plus
+        those already handed to arq. The counters trail commits by a few milliseconds, so the
+        backlog's own length is the floor."""
+        return max(self.backlog, self.accepted - self.applied - self.dropped)
+
+
+class QueueSnapshot(NamedTuple):
+    backlog: int
+    ready: int
+    in_flight: int
+    deferred: int
+    # ``cohortsync-admin set-rate`` in force, else None (the settings' rate applies).
+    rate_override: int | None
+    workers_live: int
+    applied_last_minute: int
+    # The active audiences (non-empty backlog) first, then the others asked for.
+    audiences: list[AudienceCounts]
+
+    def rate_per_minute(self, configured: int) -> int:
+        """The rate limit in force: the runtime override, else ``configured``; 0 is none."""
+        return self.rate_override if self.rate_override is not None else configured
+
+
+def snapshot_keys(queue_name: str) -> list[str]:
+    return [keys.BACKLOG_TOTAL, queue_name, keys.CONFIG, keys.ACTIVE_LIST, keys.WORKERS]
+
+
+def snapshot_args(now_s: float, audience_ids: Iterable[int] = ()) -> list[str | int]:
+    """``queue_state.lua``'s arguments at ``now_s`` (Unix time), reporting ``audience_ids``
+    besides the active audiences."""
+    return [
+        int(now_s * 1000),
+        keys.BACKLOG_PREFIX,
+        keys.STATS_PREFIX,
+        keys.APPLIED_SECOND_PREFIX,
+        int(now_s),
+        MEASURE_WINDOW_S,
+        *audience_ids,
+    ]
+
+
+def parse_snapshot(reply: list[Any]) -> QueueSnapshot:
+    backlog, due, deferred, rate, live, running, applied, rows = reply
+    in_flight = int(running)
+    return QueueSnapshot(
+        # The total is decremented by several scripts; never report a passing negative.
+        backlog=max(0, int(backlog)),
+        # A running job stays on arq's queue until it finishes; the replicas say how many run.
+        ready=max(0, int(due) - in_flight),
+        in_flight=in_flight,
+        deferred=int(deferred),
+        rate_override=int(rate) if rate not in (b"", "") else None,
+        workers_live=int(live),
+        applied_last_minute=int(applied),
+        audiences=[AudienceCounts(*(int(v) for v in row)) for row in rows],
+    )
+
+
+def finish_times_s(pending: Mapping[int, int], rate_per_minute: float) -> dict[int, float]:
+    """Seconds until each audience's pending changes are applied, when audiences with pending
+    work share ``rate_per_minute`` round-robin as the dispatcher does: each gets an equal share,
+    and what an audience that is done no longer needs goes to the others.
+
+    The smallest backlog finishes first, after ``pending * n / rate``; each later one finishes
+    after its remaining changes at the rate split among the audiences still going.
+    """
+    if rate_per_minute <= 0:
+        raise ValueError("a rate is needed to estimate")
+    rate_per_s = rate_per_minute / 60
+    times = {audience: 0.0 for audience, n in pending.items() if n <= 0}
+    going = sorted((n, audience) for audience, n in pending.items() if n > 0)
+    elapsed_s, done = 0.0, 0
+    for i, (n, audience) in enumerate(going):
+        elapsed_s += (n - done) * (len(going) - i) / rate_per_s
+        done = n
+        times[audience] = elapsed_s
+    return times
+
+
+class Base(msgspec.Struct, rename="camel", kw_only=True):
+    """The JSON of ``GET /v1/status``: camelCase, like the rest of the read API."""
+
+
+class QueueDepth(Base):
+    backlog: int
+    ready: int
+    in_flight: int
+    deferred: int
+
+
+class AudienceStatus(Base):
+    id: int
+    name: str
+    # Accepted and not yet applied or dropped.
+    pending: int
+    applied: int
+    # Accepted since the audience was created.
+    total: int
+    # Superseded by a newer change or a clear, so never applied.
+    dropped: int
+    # None when no rate is known (no limit and nothing applied in the last minute).
+    eta_seconds: float | None
+
+
+class RateStatus(Base):
+    # 0: no limit.
+    configured_per_minute: int
+    # Changes applied during the last minute, over all replicas.
+    measured_per_minute: int
+
+
+class Status(Base):
+    queue_depth: QueueDepth
+    audiences: list[AudienceStatus]
+    rate: RateStatus
+    workers_live: int
+    # Until every audience's pending changes are applied.
+    eta_seconds: float | None
+
+
+def build_status(
+    snapshot: QueueSnapshot, names: Mapping[int, str], configured_rate_per_minute: int
+) -> Status:
+    """``/v1/status`` from a snapshot: the audiences named in ``names`` (the live ones), those
+    with pending work first, and estimates at the rate in force (the measured rate when there
+    is no limit)."""
+    rate = snapshot.rate_per_minute(configured_rate_per_minute)
+    counts = [c for c in snapshot.audiences if c.audience_id in names]
+    estimating_rate = rate if rate > 0 else snapshot.applied_last_minute
+    pending = {c.audience_id: c.pending for c in counts}
+    etas: dict[int, float] = {a: 0.0 for a, n in pending.items() if n <= 0}
+    if estimating_rate > 0:
+        etas = finish_times_s(pending, estimating_rate)
+    overall: float | None = max(etas.values(), default=0.0)
+    if len(etas) < len(pending):
+        overall = None
+    audiences = [
+        AudienceStatus(
+            id=c.audience_id,
+            name=names[c.audience_id],
+            pending=c.pending,
+            applied=c.applied,
+            total=c.accepted,
+            dropped=c.dropped,
+            eta_seconds=_rounded(etas.get(c.audience_id)),
+        )
+        for c in sorted(counts, key=lambda c: (c.pending == 0, c.audience_id))
+    ]
+    return Status(
+        queue_depth=QueueDepth(
+            backlog=snapshot.backlog,
+            ready=snapshot.ready,
+            in_flight=snapshot.in_flight,
+            deferred=snapshot.deferred,
+        ),
+        audiences=audiences,
+        rate=RateStatus(
+            configured_per_minute=rate, measured_per_minute=snapshot.applied_last_minute
+        ),
+        workers_live=snapshot.workers_live,
+        eta_seconds=_rounded(overall),
+    )
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)
