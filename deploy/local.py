@@ -35,7 +35,8 @@ DATA_DIR/pg and persists between runs. Redis: COHORTSYNC_REDIS_URL when set, els
 redis-server whose append-only file lives in DATA_DIR/redis. Then it applies the schema
 migrations, creates a new API key named "local", starts the edge (python -m ingest.main, what
 cohortsync-edge runs) on COHORTSYNC_HTTP_PORT (default 8080; 0 picks a free port) and {WORKERS}
-workers (python -m worker.main, what cohortsync-worker runs), waits until the edge answers
+workers (python -m worker.main, what cohortsync-worker runs; worker N serves /healthz and
+/metrics on COHORTSYNC_WORKER_METRICS_PORT + N - 1, default 9090), waits until the edge answers
 /readyz, and prints on stdout the edge URL, the key, and curl commands that create an audience,
 add a member and read the members back. The edge's and workers' logs go to stderr. Every other
 COHORTSYNC_* variable is passed on to them (see README.md).
@@ -127,7 +128,8 @@ async def _run(settings: Settings, env: Mapping[str, str], services: Mapping[str
 
     children = [await _spawn("edge", "ingest.main", env)]
     for n in range(1, WORKERS + 1):
-        children.append(await _spawn(f"worker-{n}", "worker.main", env))
+        worker_env = {**env, "COHORTSYNC_WORKER_METRICS_PORT": str(_worker_port(settings, n))}
+        children.append(await _spawn(f"worker-{n}", "worker.main", worker_env))
     url = f"http://{_connectable(settings.http_host)}:{settings.http_port}"
     try:
         if not await _wait_ready(url, children, stop):
@@ -218,6 +220,8 @@ cohortsync is running: edge and {WORKERS} workers. Stop with Ctrl-C.
 
   edge:      {url}
   API key:   {key}
+  dashboard: {url}/dashboard#key={key}
+  metrics:   {url}/metrics (edge); each worker on its own port from COHORTSYNC_WORKER_METRICS_PORT
   Postgres:  {services["Postgres"]}
   Redis:     {services["Redis"]}
 
@@ -230,6 +234,13 @@ curl -sS -X POST {url}/v2/customer_audiences {auth} {json_body} \\
   -d '{member}'
 curl -sS {url}/v1/audiences/$AUDIENCE/memberships {auth}
 """
+
+
+def _worker_port(settings: Settings, n: int) -> int:
+    """Worker ``n``'s own /healthz and /metrics port: consecutive from
+    COHORTSYNC_WORKER_METRICS_PORT, so two workers on one host never ask for the same port."""
+    base = settings.worker_metrics_port
+    return 0 if base == 0 else min(65535, base + n - 1)
 
 
 def _connectable(host: str) -> str:

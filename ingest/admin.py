@@ -18,15 +18,17 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ingest import simulate
+from ingest import simulate, status
 from ingest.auth import SCOPES
 from ingest.migrate import migrate
+from ingest.progress import duration
 from schemas import apikeys, keys
+from schemas.lua import source
 from schemas.settings import Settings, SettingsError
+from schemas.status import Status
 
 PROG = "cohortsync-admin"
 CONNECT_TIMEOUT_S = 10.0
-STATS_FIELDS = ("accepted", "dispatched", "applied", "dropped")
 
 
 class AdminError(Exception):
@@ -207,35 +209,53 @@ async def _set_rate(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _status(settings: Settings, args: argparse.Namespace) -> int:
     conn = await _connect(settings.database_url)
-    try:
-        audiences = await conn.fetch(
-            "SELECT id, name FROM audiences WHERE deleted_at IS NULL ORDER BY id"
-        )
-    finally:
-        await conn.close()
     client = _redis(settings.redis_url)
     try:
-        async with client.pipeline(transaction=False) as pipe:
-            for a in audiences:
-                pipe.llen(keys.backlog_key(a["id"]))
-                pipe.hmget(keys.stats_key(a["id"]), list(STATS_FIELDS))
-            pipe.zcard(settings.queue_name)
-            pipe.get(keys.BACKLOG_TOTAL)
-            replies: list[Any] = await pipe.execute()
+        queue_state = client.register_script(source("queue_state"))
+        found = await status.read_status(queue_state, conn, settings)
     finally:
         await client.aclose()
-    rows = []
-    for i, a in enumerate(audiences):
-        backlog, stats = replies[2 * i], replies[2 * i + 1]
-        counters = [int(v) if v is not None else 0 for v in stats]
-        rows.append([str(a["id"]), _clip(a["name"], 40), str(backlog), *map(str, counters)])
-    queue_depth, backlog_total = replies[-2], int(replies[-1] or 0)
-    if rows:
-        print(_table(["audience", "name", "backlog", *STATS_FIELDS], rows, numeric_from=2))
-    else:
-        print("no live audiences")
-    print(f"\nbacklog total: {backlog_total}   arq queue ({settings.queue_name}): {queue_depth}")
+        await conn.close()
+    if args.json:
+        print(msgspec.json.encode(found).decode())
+        return 0
+    print(format_status(found, settings.queue_name))
     return 0
+
+
+def format_status(found: Status, queue_name: str) -> str:
+    """``cohortsync-admin status``: /v1/status's numbers as a table and three lines."""
+    rows = [
+        [
+            str(a.id),
+            _clip(a.name, 40),
+            f"{a.pending:,}",
+            f"{a.applied:,}",
+            f"{a.total:,}",
+            f"{a.dropped:,}",
+            _eta(a.eta_seconds, a.pending),
+        ]
+        for a in found.audiences
+    ]
+    headers = ["audience", "name", "pending", "applied", "total", "dropped", "eta"]
+    lines = [_table(headers, rows, numeric_from=2) if rows else "no live audiences", ""]
+    q, rate = found.queue_depth, found.rate
+    limit = f"{rate.configured_per_minute:,}/min" if rate.configured_per_minute else "none"
+    pending = sum(a.pending for a in found.audiences)
+    lines += [
+        f"queue: backlog {q.backlog:,}, ready {q.ready:,}, in flight {q.in_flight:,}, "
+        f"deferred {q.deferred:,} (arq queue {queue_name})",
+        f"rate: limit {limit}, applied in the last minute {rate.measured_per_minute:,}; "
+        f"workers alive: {found.workers_live}",
+        f"pending: {pending:,} changes, all applied in {_eta(found.eta_seconds, pending)}",
+    ]
+    return "\n".join(lines)
+
+
+def _eta(seconds: float | None, pending: int) -> str:
+    if pending == 0:
+        return "done"
+    return "unknown" if seconds is None else duration(seconds)
 
 
 def explain(error: BaseException, settings: Settings) -> str | None:
@@ -360,13 +380,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--burst", metavar="N", type=_non_negative, help="changes allowed at once beyond the rate"
     )
     p.add_argument("--reset", action="store_true", help="remove the override")
-    sub.add_parser(
+    p = sub.add_parser(
         "status",
-        help="show backlog and progress per audience",
-        description="Per live audience: queued changes (backlog) and the counters of changes "
-        "accepted by the edge, dispatched to workers, applied to Postgres and dropped as "
-        "superseded; then the total backlog and the depth of arq's queue.",
+        help="show queue depth, progress and ETA per audience",
+        description="The numbers of GET /v1/status: per live audience the changes pending "
+        "(accepted, not yet applied or dropped), applied, accepted in total and dropped as "
+        "superseded, with the time until its pending changes are applied (audiences with work "
+        "share the rate equally); then the queue's depth (backlog, ready, in flight, "
+        "deferred), the rate limit and the rate measured over the last minute, the live "
+        "worker replicas, and the time until everything pending is applied.",
     )
+    p.add_argument("--json", action="store_true", help="print /v1/status's JSON instead")
     simulate.add_arguments(
         sub.add_parser(
             "simulate",

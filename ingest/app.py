@@ -12,11 +12,15 @@ from ingest import (
     audiences,
     auth,
     cdp,
+    dashboard,
     health,
+    logs,
     memberships,
+    metrics,
     profiles,
     readapi,
     redisclient,
+    status,
 )
 from ingest.auth import auth_middleware
 from ingest.errors import ERROR_RENDERERS, ErrorRenderer, error_middleware
@@ -45,19 +49,40 @@ async def _pools(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    """The edge: Integration API audience endpoints, read API and probes, behind auth and the
-    error middleware. Pools open on startup and close on cleanup."""
-    # Error middleware outermost, so a refused key is answered in the contract's shape too.
+    """The edge: Integration API audience endpoints, read API, status, probes, metrics and the
+    dashboard, behind auth and the error middleware. Pools open on startup and close on
+    cleanup."""
+    # Logging and metrics see the final status of every request; inside them the error
+    # middleware, so a refused key is answered in the contract's shape too.
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware],
+        middlewares=[
+            logs.request_log_middleware,
+            metrics.metrics_middleware,
+            error_middleware,
+            auth_middleware,
+        ],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
+    app[metrics.METRICS] = metrics.EdgeMetrics()
+    app.on_response_prepare.append(logs.echo_request_id)
     app[API_KEYS] = TtlCache()
     app[LIVE_AUDIENCES] = TtlCache()
     renderers: list[tuple[str, ErrorRenderer]] = [(cdp.PREFIX, cdp.render_error)]
     app[ERROR_RENDERERS] = renderers
     app.cleanup_ctx.append(_pools)
-    for module in (health, auth, audiences, memberships, readapi, profiles, cdp, amplitude):
+    for module in (
+        health,
+        auth,
+        audiences,
+        memberships,
+        readapi,
+        profiles,
+        cdp,
+        amplitude,
+        status,
+        metrics,
+        dashboard,
+    ):
         app.router.add_routes(module.routes)
     return app

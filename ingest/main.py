@@ -11,6 +11,7 @@ import msgspec
 from aiohttp import web
 
 from ingest.app import create_app
+from schemas import logs as log_format
 from schemas.settings import PREFIX, Settings, SettingsError
 
 log = logging.getLogger("cohortsync.edge")
@@ -48,22 +49,37 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as e:
         print(f"cohortsync-edge: {e}", file=sys.stderr)
         sys.exit(2)
-    level = logging.getLevelName(settings.log_level.upper())
-    if not isinstance(level, int):
+    level = log_format.level_number(settings.log_level)
+    if level is None:
         print(
             f"cohortsync-edge: {PREFIX}LOG_LEVEL: unknown level {settings.log_level!r}",
             file=sys.stderr,
         )
         sys.exit(2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    log.info("edge starting on http://%s:%d", settings.http_host, settings.http_port)
+    log_format.configure(level)
+    log.info(
+        "edge starting on http://%s:%d",
+        settings.http_host,
+        settings.http_port,
+        extra={"event": "start", "pid": os.getpid()},
+    )
+    app = create_app(settings)
+    app.on_shutdown.append(_stopping)
+    # Every request is logged once, by ingest.logs, with its request id: no access log.
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.http_host,
         port=settings.http_port,
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         print=None,
+        access_log=None,
     )
+    log.info("edge stopped", extra={"event": "stop", "pid": os.getpid()})
+
+
+async def _stopping(app: web.Application) -> None:
+    # The listener is closed by now; requests in flight get SHUTDOWN_TIMEOUT_S to finish.
+    log.info("edge stopping: no new connections", extra={"event": "stopping"})
 
 
 if __name__ == "__main__":

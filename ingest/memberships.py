@@ -12,6 +12,7 @@ from aiohttp import web
 from ingest import store
 from ingest.bodies import read_json
 from ingest.errors import NotFound, TooManyRequests
+from ingest.metrics import count_accepted
 from ingest.state import DB, LIVE_AUDIENCES, MISS, SCRIPTS, SETTINGS
 from schemas import keys
 from schemas.talon import CustomerAudiences, ErrorItem, ErrorSource
@@ -107,6 +108,7 @@ async def accept_entries(
                 count + incoming - settings.max_backlog, settings.rate_limit_per_minute
             ),
         )
+    count_accepted(app, int(count))
     return int(count)
 
 

@@ -68,6 +68,7 @@ class Scripts:
         self.accept: AsyncScript = redis.register_script(source("accept"))
         self.next_version: AsyncScript = redis.register_script(source("next_version"))
         self.mark_cleared: AsyncScript = redis.register_script(source("mark_cleared"))
+        self.queue_state: AsyncScript = redis.register_script(source("queue_state"))
 
 
 SETTINGS = web.AppKey("settings", Settings)

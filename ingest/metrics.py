@@ -1,0 +1,152 @@
+"""The edge's Prometheus metrics: its own request and acceptance counters, and the queue's gauges
+read from Redis at each scrape (every exporting process reports the same queue values, so
+dashboards take their ``max``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from ingest import status
+from ingest.errors import Handler
+from ingest.state import SCRIPTS, SETTINGS
+from schemas.status import QueueSnapshot
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+# Requests whose path matched no route share one label value: the raw path would let any
+# client create series without bound.
+UNMATCHED = "unmatched"
+# Edge requests take milliseconds; a slow Postgres or a full event loop shows up in the tail.
+DURATION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# A scrape that cannot read Redis in this long reports the edge's own metrics only.
+SCRAPE_TIMEOUT_S = 2.0
+# A request whose client went away before the answer (nginx's convention).
+CLIENT_CLOSED = 499
+
+
+class EdgeMetrics:
+    """This process's own metrics, in a registry of its own (one per application)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "cohortsync_http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "cohortsync_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template and method.",
+            ["route", "method"],
+            buckets=DURATION_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.accepted = Counter(
+            "cohortsync_changes_accepted",
+            "Membership changes accepted into the backlog.",
+            registry=self.registry,
+        )
+
+
+METRICS = web.AppKey("metrics", EdgeMetrics)
+
+
+def route_of(request: web.Request) -> str:
+    """The route's path template (``/v1/audiences/{audienceId}/memberships``), never the path."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else UNMATCHED
+
+
+def count_accepted(app: web.Application, changes: int) -> None:
+    """Count ``changes`` accepted into Redis by this edge."""
+    metrics = app.get(METRICS)
+    if metrics is not None:
+        metrics.accepted.inc(changes)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time every request by route template, method and final status."""
+    metrics = request.app[METRICS]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    status_code = 500
+    try:
+        response = await handler(request)
+        status_code = response.status
+        return response
+    except web.HTTPException as e:
+        status_code = e.status
+        raise
+    except asyncio.CancelledError:
+        status_code = CLIENT_CLOSED
+        raise
+    finally:
+        route = route_of(request)
+        metrics.requests.labels(route, request.method, str(status_code)).inc()
+        metrics.duration.labels(route, request.method).observe(loop.time() - started)
+
+
+class QueueCollector(Collector):
+    """The queue's gauges from one snapshot; ``generate_latest`` takes anything with
+    ``collect()``, so each scrape renders its own snapshot and scrapes never share state."""
+
+    def __init__(self, snapshot: QueueSnapshot, configured_rate_per_minute: int) -> None:
+        self._snapshot = snapshot
+        self._configured_rate = configured_rate_per_minute
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._snapshot
+        depth = GaugeMetricFamily(
+            "cohortsync_queue_depth", "Changes queued, by state.", labels=["state"]
+        )
+        for state, n in (
+            ("backlog", s.backlog),
+            ("ready", s.ready),
+            ("in_flight", s.in_flight),
+            ("deferred", s.deferred),
+        ):
+            depth.add_metric([state], n)
+        yield depth
+        pending = GaugeMetricFamily(
+            "cohortsync_audience_pending",
+            "Changes accepted and not yet applied, per audience with a backlog.",
+            labels=["audience_id"],
+        )
+        for audience in s.audiences:
+            pending.add_metric([str(audience.audience_id)], audience.pending)
+        yield pending
+        yield GaugeMetricFamily(
+            "cohortsync_rate_limit_per_minute",
+            "Rate limit in force; 0 = none.",
+            value=s.rate_per_minute(self._configured_rate),
+        )
+        yield GaugeMetricFamily(
+            "cohortsync_workers_live", "Worker replicas alive now.", value=s.workers_live
+        )
+
+
+@routes.get("/metrics")
+async def serve_metrics(request: web.Request) -> web.Response:
+    app = request.app
+    body = generate_latest(app[METRICS].registry)
+    try:
+        async with asyncio.timeout(SCRAPE_TIMEOUT_S):
+            snapshot = await status.read_snapshot(app[SCRIPTS].queue_state, app[SETTINGS])
+    except Exception as e:
+        # The edge's own metrics still matter (they show the 503s while Redis is down).
+        log.warning("queue gauges unavailable: %s", type(e).__name__)
+    else:
+        body += generate_latest(QueueCollector(snapshot, app[SETTINGS].rate_limit_per_minute))
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
