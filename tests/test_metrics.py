@@ -1,0 +1,163 @@
+"""The edge's /metrics and a worker's: after a known workload the scraped values are the known
+counts, and the expositions parse."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from ingest.app import create_app
+from schemas import keys
+from schemas.settings import Settings
+from tests.edge_helpers import Client, create_key, running_edge
+from tests.status_support import (
+    Samples,
+    post_changes,
+    running_worker,
+    samples,
+    value,
+    wait_until,
+)
+from tests.worker_support import new_audience
+from worker.drain import is_drained
+from worker.metrics import render
+from worker.state import STATE_KEY, WorkerState
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, db: asyncpg.Pool, redis: aioredis.Redis
+) -> AsyncIterator[Client]:
+    _, key = await create_key(db)
+    async with running_edge(settings, key) as client:
+        yield client
+
+
+async def scrape(client: Client) -> Samples:
+    response = await client.get("/metrics", headers={"Authorization": ""})
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    return samples(await response.text())
+
+
+async def test_counts_requests_by_route_template_and_accepted_changes(
+    client: Client, db: asyncpg.Pool
+) -> None:
+    a = await new_audience(db, "a")
+    b = await new_audience(db, "b")
+    await post_changes(client, [(a, "add", f"p{i}") for i in range(15)])
+    await post_changes(
+        client,
+        [(b, "add", f"p{i}") for i in range(10)] + [(a, "delete", f"q{i}") for i in range(5)],
+    )
+    await post_changes(client, [(a, "add", "x"), (a + b + 1000, "add", "y")], expect=404)
+    members = await client.get(f"/v1/audiences/{a}/memberships")
+    assert members.status == 200
+    assert (await client.get(f"/no/such/{a}")).status == 404
+
+    found = await scrape(client)
+    assert value(found, "cohortsync_changes_accepted_total") == 30
+    post = {"route": "/v2/customer_audiences", "method": "POST"}
+    assert value(found, "cohortsync_http_requests_total", **post, status="204") == 2
+    assert value(found, "cohortsync_http_requests_total", **post, status="404") == 1
+    assert value(found, "cohortsync_http_request_duration_seconds_count", **post) == 3
+    read = {"route": "/v1/audiences/{audienceId}/memberships", "method": "GET"}
+    assert value(found, "cohortsync_http_requests_total", **read, status="200") == 1
+    unmatched = {"route": "unmatched", "method": "GET", "status": "404"}
+    assert value(found, "cohortsync_http_requests_total", **unmatched) == 1
+    # Only route templates as labels: a path's ids never become a series.
+    templates = {r.resource.canonical for r in client.app.router.routes() if r.resource}
+    routes = {dict(labels)["route"] for (_, labels) in found if dict(labels).get("route")}
+    assert routes <= templates | {"unmatched"}
+    assert not routes & {f"/no/such/{a}", f"/v1/audiences/{a}/memberships"}
+
+
+async def test_queue_gauges_follow_the_workload(
+    client: Client, settings: Settings, db: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    a = await new_audience(db, "a")
+    b = await new_audience(db, "b")
+    await post_changes(client, [(a, "add", f"p{i}") for i in range(20)])
+    await post_changes(
+        client,
+        [(b, "add", f"p{i}") for i in range(10)] + [(a, "delete", f"q{i}") for i in range(5)],
+    )
+
+    before = await scrape(client)
+    depth = {
+        s: value(before, "cohortsync_queue_depth", state=s)
+        for s in ("backlog", "ready", "in_flight", "deferred")
+    }
+    assert depth == {"backlog": 35, "ready": 0, "in_flight": 0, "deferred": 0}
+    assert value(before, "cohortsync_audience_pending", audience_id=str(a)) == 25
+    assert value(before, "cohortsync_audience_pending", audience_id=str(b)) == 10
+    assert value(before, "cohortsync_workers_live") == 0
+    assert value(before, "cohortsync_rate_limit_per_minute") == settings.rate_limit_per_minute
+    await redis.hset(keys.CONFIG, "rate_per_minute", "0")  # type: ignore[misc]
+    lifted = await scrape(client)
+    assert value(lifted, "cohortsync_rate_limit_per_minute") == 0
+
+    async with running_worker(settings, redis) as worker:
+        await wait_until(lambda: is_drained(redis, settings.queue_name), "the queue to drain")
+        during = await scrape(client)
+        assert value(during, "cohortsync_workers_live") == 1
+        assert value(during, "cohortsync_queue_depth", state="backlog") == 0
+        assert not [k for k in during if k[0] == "cohortsync_audience_pending"]
+
+        state: WorkerState = worker.ctx[STATE_KEY]
+
+        async def counted() -> bool:
+            # The applied counter lands a few milliseconds after the commit.
+            return state.metrics.applied == 35
+
+        await wait_until(counted, "35 changes applied")
+        own = samples(await render(state.metrics, state.redis, settings))
+        assert value(own, "cohortsync_changes_applied_total") == 35
+        assert value(own, "cohortsync_changes_dropped_total", reason="stale") == 0
+        assert value(own, "cohortsync_job_latency_seconds_count") == 35
+        assert value(own, "cohortsync_limiter_wait_seconds_count") == 35
+        assert value(own, "cohortsync_workers_live") == 1
+        assert value(own, "cohortsync_queue_depth", state="backlog") == 0
+    after = await scrape(client)
+    assert value(after, "cohortsync_workers_live") == 0
+    rows = await db.fetchval("SELECT count(*) FROM memberships")
+    assert rows == 35
+
+
+async def test_a_dead_replica_is_forgotten_and_never_counted(
+    client: Client, settings: Settings, redis: aioredis.Redis
+) -> None:
+    now_ms = int(time.time() * 1000)
+    expired = keys.worker_health_key(settings.queue_name, "gone:1")
+    crashed = keys.worker_health_key(settings.queue_name, "crashed:2")
+    alive = keys.worker_health_key(settings.queue_name, "alive:3")
+    await redis.zadd(keys.WORKERS, {expired: now_ms - 1000, crashed: now_ms + 60_000})
+    await redis.zadd(keys.WORKERS, {alive: now_ms + 60_000})
+    # What arq writes; the crashed replica's key has expired already.
+    await redis.set(
+        alive, b"Nov-28 12:00:00 j_complete=9 j_failed=0 j_retried=0 j_ongoing=7 queued=12"
+    )
+    await redis.set(expired, b"j_ongoing=100")
+
+    found = await scrape(client)
+    assert value(found, "cohortsync_workers_live") == 1
+    assert value(found, "cohortsync_queue_depth", state="in_flight") == 7
+    assert await redis.zscore(keys.WORKERS, expired) is None
+    assert await redis.zscore(keys.WORKERS, crashed) is not None
+
+
+async def test_without_redis_the_edge_still_reports_its_own_metrics(settings: Settings) -> None:
+    broken = settings.with_changes(redis_url="redis://127.0.0.1:1/0")
+    async with running_edge(broken, app=create_app(broken)) as client:
+        assert (await client.get("/healthz")).status == 200
+        response = await client.get("/metrics")
+        assert response.status == 200
+        found = samples(await response.text())
+    health = {"route": "/healthz", "method": "GET", "status": "200"}
+    assert value(found, "cohortsync_http_requests_total", **health) == 1
+    assert value(found, "cohortsync_changes_accepted_total") == 0
+    assert not [k for k in found if k[0].startswith("cohortsync_queue_depth")]
