@@ -154,7 +154,8 @@ async def test_measured_rate_and_live_workers_after_a_drain(
 
         async def measured() -> bool:
             # A second counts once it is over.
-            return (await get_status(client))["rate"]["measuredPerMinute"] == 30
+            rate: dict[str, int] = (await get_status(client))["rate"]
+            return rate["measuredPerMinute"] == 30
 
         await wait_until(measured, "30 changes measured")
         live = await get_status(client)
