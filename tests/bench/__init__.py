@@ -1,0 +1,1 @@
+"""``make bench``: the performance targets of SPEC §5, each measured beside a baseline."""

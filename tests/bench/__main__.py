@@ -1,0 +1,76 @@
+"""``python -m tests.bench [--quick]``: run every benchmark and print one table."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from tests.bench import capacity, edge, fairness, memory, rate
+from tests.bench.processes import Children, children
+from tests.bench.services import Services, services
+from tests.bench.sizes import FULL, QUICK, Sizes
+from tests.bench.table import Row, failed, render
+
+Measure = Callable[[Services, Children, Sizes], Awaitable[list[Row]]]
+
+# Each measurement, with the rows it yields should it fail (so the table always has them all).
+MEASUREMENTS: list[tuple[str, Measure, list[tuple[str, str]]]] = [
+    (
+        "edge",
+        edge.edge_rows,
+        [("edge acceptance", "≥ 300,000/s and ≥ 100x"), ("edge latency p50 / p99", "p99 ≤ 50 ms")],
+    ),
+    (
+        "capacity",
+        capacity.capacity_rows,
+        [("worker capacity, 1 process", "≥ 0.9x"), ("worker capacity, 2 processes", "≥ 0.9x")],
+    ),
+    (
+        "rate",
+        rate.rate_rows,
+        [("limiter accuracy", "within ±1%"), ("limiter, busiest 1-second window", "≤ 1.00")],
+    ),
+    ("fairness", fairness.fairness_rows, [("fairness", "≤ 10 s")]),
+    ("memory", memory.memory_rows, [("Redis bytes per queued user", "≤ 50 B")]),
+]
+
+
+async def run(
+    measurements: list[tuple[str, Measure, list[tuple[str, str]]]], sizes: Sizes, work_dir: Path
+) -> list[Row]:
+    rows: list[Row] = []
+    async with services(work_dir) as svc:
+        for name, measure, expected in measurements:
+            began = time.monotonic()
+            async with children(work_dir) as group:
+                try:
+                    rows += await measure(svc, group, sizes)
+                except Exception as e:
+                    rows += [failed(what, target, e) for what, target in expected]
+            print(f"  {name}: {time.monotonic() - began:.0f} s", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, short windows")
+    parser.add_argument(
+        "--only",
+        metavar="NAME",
+        action="append",
+        choices=[name for name, _, _ in MEASUREMENTS],
+        help="run only this measurement (repeatable)",
+    )
+    args = parser.parse_args()
+    chosen = [m for m in MEASUREMENTS if not args.only or m[0] in args.only]
+    with tempfile.TemporaryDirectory(prefix="cohortsync-bench-") as tmp:
+        rows = asyncio.run(run(chosen, QUICK if args.quick else FULL, Path(tmp)))
+    print(render(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""How big and how long each measurement is: the full run, and ``--quick`` for a smoke run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Sizes:
+    # Edge acceptance: concurrent connections, untimed warm-up, then the measured window.
+    connections: int
+    accept_warmup_s: float
+    accept_s: float
+    # Edge latency: requests per sender (4 senders); arq's batches per sender.
+    latency_requests: int
+    arq_latency_batches: int
+    # Worker capacity: untimed warm-up, then the measured window, per configuration.
+    capacity_warmup_s: float
+    capacity_s: float
+    # Limiter accuracy: the measured window at 6000/min with 4 replicas.
+    rate_window_s: float
+    # Fairness: the large audience's backlog, and how long it drains before the small one comes.
+    fairness_backlog: int
+    fairness_warmup_s: float
+    # Memory: users queued in backlogs, and jobs queued with arq for the baseline.
+    memory_users: int
+    memory_arq_jobs: int
+
+
+FULL = Sizes(
+    connections=8,
+    accept_warmup_s=2.0,
+    accept_s=10.0,
+    latency_requests=500,
+    arq_latency_batches=3,
+    capacity_warmup_s=3.0,
+    capacity_s=10.0,
+    rate_window_s=60.0,
+    fairness_backlog=100_000,
+    fairness_warmup_s=5.0,
+    memory_users=1_000_000,
+    memory_arq_jobs=100_000,
+)
+
+QUICK = Sizes(
+    connections=4,
+    accept_warmup_s=0.3,
+    accept_s=1.0,
+    latency_requests=20,
+    arq_latency_batches=1,
+    capacity_warmup_s=0.3,
+    capacity_s=1.0,
+    rate_window_s=5.0,
+    fairness_backlog=5_000,
+    fairness_warmup_s=1.0,
+    memory_users=20_000,
+    memory_arq_jobs=2_000,
+)
