@@ -22,7 +22,8 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
 }
 # A safety net under "never log a key": an API key (schemas.apikeys: "cs_" + 43 URL-safe
 # characters) or an Authorization header value that slipped into a message is masked.
-_SECRET = re.compile(r"(?i)(apikey-v1\s+)\S+|\bcs_[A-Za-z0-9_-]{20,}")
+# It runs over the finished line, so it stops at a JSON string's end.
+_SECRET = re.compile(r'(?i)(apikey-v1\s+)[^\s"\\]+|\bcs_[A-Za-z0-9_-]{20,}')
 
 
 def _redact(text: str) -> str:
@@ -41,12 +42,12 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "msg": _redact(record.getMessage()),
+            "msg": record.getMessage(),
         }
         line.update(_fields(record))
         if record.exc_info:
-            line["exc"] = _redact(self.formatException(record.exc_info))
-        return json.dumps(line, default=str, ensure_ascii=False)
+            line["exc"] = self.formatException(record.exc_info)
+        return _redact(json.dumps(line, default=str, ensure_ascii=False))
 
 
 class HumanFormatter(logging.Formatter):

@@ -1,0 +1,87 @@
+"""The edge and workers as real processes, the way operators run them, for log and shutdown tests.
+
+Their stderr goes to a file: a chatty process never blocks on a full pipe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+
+from schemas.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+READY_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def service_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """This environment without any COHORTSYNC_* of its own, pointed at the test services."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COHORTSYNC_")}
+    env |= {
+        "COHORTSYNC_DATABASE_URL": settings.database_url,
+        "COHORTSYNC_REDIS_URL": settings.redis_url,
+        "COHORTSYNC_HTTP_HOST": "127.0.0.1",
+        "COHORTSYNC_WORKER_METRICS_PORT": "0",
+    }
+    return env | extra
+
+
+async def spawn(module: str, env: dict[str, str], log: IO[bytes]) -> asyncio.subprocess.Process:
+    """``python -m module`` (what the console scripts run), its stderr into ``log``."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        env=env,
+        cwd=ROOT,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=log,
+    )
+
+
+async def wait_ready(url: str, proc: asyncio.subprocess.Process) -> None:
+    """Until the edge at ``url`` answers /readyz with 200."""
+    async with asyncio.timeout(READY_TIMEOUT_S), aiohttp.ClientSession() as http:
+        while True:
+            assert proc.returncode is None, "the edge exited before it was ready"
+            try:
+                async with http.get(f"{url}/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.05)
+
+
+async def stop(proc: asyncio.subprocess.Process, timeout_s: float = 30.0) -> int:
+    """SIGTERM, then the exit code (SIGKILL and a failure past ``timeout_s``)."""
+    if proc.returncode is None:
+        proc.terminate()
+    try:
+        return await asyncio.wait_for(proc.wait(), timeout_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"the process did not stop within {timeout_s:g} s") from None
+
+
+def json_lines(log: IO[bytes]) -> list[dict[str, Any]]:
+    """Every line a process wrote to ``log``, each of which must be one JSON object."""
+    log.seek(0)
+    lines = log.read().decode().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
