@@ -9,7 +9,13 @@ import logging
 from collections.abc import Iterator
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
@@ -20,6 +26,9 @@ from ingest.state import SCRIPTS, SETTINGS
 from schemas.status import QueueSnapshot
 
 log = logging.getLogger(__name__)
+
+# A ``*_created`` gauge beside every counter and histogram only doubles the series.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 routes = web.RouteTableDef()
 
