@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -27,7 +29,10 @@ MEASUREMENTS: list[tuple[str, Measure, list[tuple[str, str]]]] = [
     (
         "capacity",
         capacity.capacity_rows,
-        [("worker capacity, 1 process", "≥ 0.9x"), ("worker capacity, 2 processes", "≥ 0.9x")],
+        [
+            ("worker capacity, rate limit lifted, 1 process", "≥ 0.9x per process"),
+            ("worker capacity, rate limit lifted, 2 processes", "≥ 0.9x per process"),
+        ],
     ),
     (
         "rate",
@@ -50,8 +55,9 @@ async def run(
                 try:
                     rows += await measure(svc, group, sizes)
                 except Exception as e:
+                    traceback.print_exc()
                     rows += [failed(what, target, e) for what, target in expected]
-            print(f"  {name}: {time.monotonic() - began:.0f} s", flush=True)
+            print(f"  {name}: {time.monotonic() - began:.0f} s", file=sys.stderr, flush=True)
     return rows
 
 
@@ -70,6 +76,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cohortsync-bench-") as tmp:
         rows = asyncio.run(run(chosen, QUICK if args.quick else FULL, Path(tmp)))
     print(render(rows))
+    # A MISS is a result; a measurement that could not be made is a failure.
+    if any(r.error for r in rows):
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ class Row:
     ratio: str
     target: str
     passed: bool
+    # The measurement could not be made; ``measured`` says why.
+    error: bool = False
 
     def cells(self) -> tuple[str, ...]:
         return (
@@ -30,7 +32,7 @@ class Row:
 def failed(what: str, target: str, error: BaseException) -> Row:
     """A row whose measurement could not be made: the table still has every row."""
     reason = f"error: {type(error).__name__}: {error}".splitlines()[0][:120]
-    return Row(what, reason, "-", "-", target, False)
+    return Row(what, reason, "-", "-", target, passed=False, error=True)
 
 
 def render(rows: list[Row]) -> str:
