@@ -118,27 +118,40 @@ async def merge_attributes(
     return bool(done)
 
 
+class _NotLive(Exception):
+    """Raised inside ``clear_audience``'s transaction to undo it."""
+
+
+# Membership rows are locked in key order, then the audience row: the order a worker's upsert
+# takes them in (worker/applier.py), so a clear and a batch never wait for each other in a cycle.
+_CLEAR_MEMBERSHIPS_SQL = """DELETE FROM memberships
+    WHERE audience_id = $1 AND version < $2 AND profile_id IN (
+        SELECT profile_id FROM memberships WHERE audience_id = $1 AND version < $2
+        ORDER BY profile_id FOR UPDATE)"""
+
+
 async def clear_audience(
     conn: asyncpg.Connection, audience_id: int, version: int, *, delete: bool
 ) -> bool:
     """Supersede every membership older than ``version`` (and delete the audience when asked),
     in one transaction. False if the audience is unknown or already deleted."""
-    async with conn.transaction():
-        found = await conn.fetchval(
-            """UPDATE audiences
-               SET cleared_version = greatest(cleared_version, $2),
-                   deleted_at = CASE WHEN $3 THEN now() END,
-                   last_update = now()
-               WHERE id = $1 AND deleted_at IS NULL RETURNING true""",
-            audience_id,
-            version,
-            delete,
-        )
-        if not found:
-            return False
-        await conn.execute(
-            "DELETE FROM memberships WHERE audience_id = $1 AND version < $2", audience_id, version
-        )
+    try:
+        async with conn.transaction():
+            await conn.execute(_CLEAR_MEMBERSHIPS_SQL, audience_id, version)
+            found = await conn.fetchval(
+                """UPDATE audiences
+                   SET cleared_version = greatest(cleared_version, $2),
+                       deleted_at = CASE WHEN $3 THEN now() END,
+                       last_update = now()
+                   WHERE id = $1 AND deleted_at IS NULL RETURNING true""",
+                audience_id,
+                version,
+                delete,
+            )
+            if not found:
+                raise _NotLive
+    except _NotLive:
+        return False
     return True
 
 
