@@ -18,6 +18,7 @@ from deploy import embedded
 from ingest.migrate import migrate
 from schemas.settings import Settings
 from tests.admin_helpers import Admin, admin_runner
+from tests.edge_helpers import Client, create_key, running_edge
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
@@ -130,3 +131,16 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 def admin(database_url: str, redis_url: str) -> Admin:
     """``cohortsync-admin`` as a subprocess on the test database and Redis."""
     return admin_runner(database_url, redis_url)
+
+
+@pytest.fixture
+async def key(db: asyncpg.Pool) -> str:
+    """An API key for every surface (a test module narrows it by defining its own ``key``)."""
+    return (await create_key(db))[1]
+
+
+@pytest.fixture
+async def client(settings: Settings, key: str, redis: aioredis.Redis) -> AsyncIterator[Client]:
+    """The edge in-process on a real port, on a flushed Redis, sending ``key`` every request."""
+    async with running_edge(settings, key) as client:
+        yield client

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from typing import Any, cast
 
 import asyncpg
@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from schemas import keys
 from schemas.settings import Settings
-from tests.edge_helpers import Client, backlog, create_key, redis_int, running_edge
+from tests.edge_helpers import Client, backlog, redis_int, running_edge
 from worker.drain import run_until_drained
 
 # Amplitude's example bodies (reference/amplitude/).
@@ -37,17 +37,6 @@ EXIT: dict[str, Any] = {
     "users": [{"user_id": "viewer-000002"}],
 }
 PATH = "/amplitude/cohorts"
-
-
-@pytest.fixture
-async def key(db: asyncpg.Pool) -> str:
-    return (await create_key(db))[1]
-
-
-@pytest.fixture
-async def client(settings: Settings, key: str, redis: aioredis.Redis) -> AsyncIterator[Client]:
-    async with running_edge(settings, key) as client:
-        yield client
 
 
 def batch(message_id: str, users: list[Any], **fields: Any) -> dict[str, Any]:

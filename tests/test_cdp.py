@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -28,12 +27,6 @@ async def key(db: asyncpg.Pool) -> str:
 async def reader(db: asyncpg.Pool) -> str:
     """A key for the read API (a CDP key may not read it)."""
     return (await create_key(db, scope="read"))[1]
-
-
-@pytest.fixture
-async def client(settings: Settings, key: str, redis: aioredis.Redis) -> AsyncIterator[Client]:
-    async with running_edge(settings, key) as client:
-        yield client
 
 
 async def assert_cdp_error(resp: ClientResponse, status: int, error: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -15,17 +14,7 @@ from talon_one.models.new_audience import NewAudience
 from talon_one.models.update_audience import UpdateAudience
 
 from schemas import keys
-from schemas.settings import Settings
-from tests.edge_helpers import Client, backlog, create_key, redis_int, running_edge
-
-
-@pytest.fixture
-async def client(
-    settings: Settings, db: asyncpg.Pool, redis: aioredis.Redis
-) -> AsyncIterator[Client]:
-    _, key = await create_key(db)
-    async with running_edge(settings, key) as client:
-        yield client
+from tests.edge_helpers import Client, backlog, redis_int
 
 
 async def create(client: Client, **body: Any) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import socket
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -15,26 +14,8 @@ from ingest.errors import TooManyRequests
 from ingest.memberships import UnknownAudiences, accept_changes
 from schemas import keys
 from schemas.settings import Settings
-from tests.edge_helpers import Client, backlog, create_key, redis_int, running_edge
-
-
-@pytest.fixture
-async def key(db: asyncpg.Pool) -> str:
-    return (await create_key(db))[1]
-
-
-@pytest.fixture
-async def client(settings: Settings, key: str, redis: aioredis.Redis) -> AsyncIterator[Client]:
-    async with running_edge(settings, key) as client:
-        yield client
-
-
-async def new_audience(db: asyncpg.Pool, name: str = "A") -> int:
-    # Inserted directly, as another edge process would: the edge learns of it on a cache miss.
-    audience_id: int = await db.fetchval(
-        "INSERT INTO audiences (account_id, name) VALUES (1, $1) RETURNING id", name
-    )
-    return audience_id
+from tests.edge_helpers import Client, backlog, redis_int, running_edge
+from tests.worker_support import new_audience
 
 
 def action(audience_id: int, profile: str, kind: str = "add") -> dict[str, Any]:

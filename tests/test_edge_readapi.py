@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import asyncpg
 import pytest
-import redis.asyncio as aioredis
 
 from ingest.store import PROFILE_AUDIENCES_SQL
-from schemas.settings import Settings
-from tests.edge_helpers import Client, create_key, running_edge
-
-
-@pytest.fixture
-async def client(
-    settings: Settings, db: asyncpg.Pool, redis: aioredis.Redis
-) -> AsyncIterator[Client]:
-    _, key = await create_key(db)
-    async with running_edge(settings, key) as client:
-        yield client
+from tests.edge_helpers import Client
 
 
 async def audience(db: asyncpg.Pool, name: str, cleared_version: int = 0) -> int:

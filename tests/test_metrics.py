@@ -4,16 +4,14 @@ counts, and the expositions parse."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 import redis.asyncio as aioredis
 
 from ingest.app import create_app
 from schemas import keys
 from schemas.settings import Settings
-from tests.edge_helpers import Client, create_key, running_edge
+from tests.edge_helpers import Client, running_edge
 from tests.status_support import (
     Samples,
     post_changes,
@@ -26,15 +24,6 @@ from tests.worker_support import new_audience
 from worker.drain import is_drained
 from worker.metrics import render
 from worker.state import STATE_KEY, WorkerState
-
-
-@pytest.fixture
-async def client(
-    settings: Settings, db: asyncpg.Pool, redis: aioredis.Redis
-) -> AsyncIterator[Client]:
-    _, key = await create_key(db)
-    async with running_edge(settings, key) as client:
-        yield client
 
 
 async def scrape(client: Client) -> Samples:

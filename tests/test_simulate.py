@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 import aiohttp
 import asyncpg
 import pytest
-import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -25,23 +24,12 @@ from ingest.simulate import (
 )
 from schemas.settings import Settings
 from tests.admin_helpers import Admin
-from tests.edge_helpers import Client, auth, create_key, running_edge
+from tests.edge_helpers import Client, auth, create_key
 from worker.drain import run_until_drained
 
 
 @pytest.fixture
-async def key(db: asyncpg.Pool) -> str:
-    return (await create_key(db))[1]
-
-
-@pytest.fixture
-async def edge(settings: Settings, key: str, redis: aioredis.Redis) -> AsyncIterator[Client]:
-    async with running_edge(settings, key) as client:
-        yield client
-
-
-@pytest.fixture
-async def workers(settings: Settings, edge: Client) -> AsyncIterator[None]:
+async def workers(settings: Settings, client: Client) -> AsyncIterator[None]:
     """Workers applying whatever arrives, without a rate limit, until the test ends."""
     stop = asyncio.Event()
 
@@ -95,10 +83,10 @@ def test_eta_follows_the_rate_limit() -> None:
 
 
 async def test_simulation_ends_with_exact_membership(
-    edge: Client, workers: None, db: asyncpg.Pool, key: str
+    client: Client, workers: None, db: asyncpg.Pool, key: str
 ) -> None:
     options = Options(
-        url=url(edge),
+        url=url(client),
         key=key,
         users=60,
         batch=7,
@@ -134,11 +122,11 @@ async def test_simulation_ends_with_exact_membership(
 
 
 async def test_command_exits_0_when_exact(
-    edge: Client, workers: None, key: str, admin: Admin
+    client: Client, workers: None, key: str, admin: Admin
 ) -> None:
     run = await admin(
         "simulate",
-        f"--url={url(edge)}",
+        f"--url={url(client)}",
         f"--key={key}",
         "--users=20",
         "--batch=5",
@@ -160,7 +148,7 @@ async def test_command_exits_0_when_exact(
 
 
 async def test_command_exits_1_when_the_audience_differs(
-    edge: Client, workers: None, key: str, admin: Admin
+    client: Client, workers: None, key: str, admin: Admin
 ) -> None:
     intruder = {
         "cohort_name": "c",
@@ -170,10 +158,10 @@ async def test_command_exits_1_when_the_audience_differs(
         "users": [{"user_id": "intruder"}],
     }
     # A member the simulated cohort does not have.
-    assert (await edge.post("/amplitude/cohorts", json=intruder)).status == 200
+    assert (await client.post("/amplitude/cohorts", json=intruder)).status == 200
     run = await admin(
         "simulate",
-        f"--url={url(edge)}",
+        f"--url={url(client)}",
         f"--key={key}",
         "--users=5",
         "--diffs=0",
@@ -188,12 +176,12 @@ async def test_command_exits_1_when_the_audience_differs(
 
 
 async def test_read_key_is_needed_for_a_cdp_key(
-    edge: Client, db: asyncpg.Pool, admin: Admin
+    client: Client, db: asyncpg.Pool, admin: Admin
 ) -> None:
     _, cdp_key = await create_key(db, scope="cdp")
     run = await admin(
         "simulate",
-        f"--url={url(edge)}",
+        f"--url={url(client)}",
         f"--key={cdp_key}",
         "--users=3",
         "--diffs=0",
@@ -202,7 +190,7 @@ async def test_read_key_is_needed_for_a_cdp_key(
     assert "pass --read-key" in run.err
     assert "Traceback" not in run.err
     _, reader = await create_key(db, scope="read")
-    resp = await edge.get("/v1/audiences", headers=auth(reader))
+    resp = await client.get("/v1/audiences", headers=auth(reader))
     assert (await resp.json())["data"][0]["membersCount"] == 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -14,7 +13,7 @@ from schemas import keys
 from schemas.settings import Settings
 from schemas.status import AudienceCounts, QueueSnapshot, build_status, finish_times_s
 from tests.admin_helpers import Admin
-from tests.edge_helpers import Client, auth, create_key, running_edge
+from tests.edge_helpers import Client, auth, create_key
 from tests.status_support import post_changes, running_worker, wait_until
 from tests.worker_support import new_audience
 from worker.drain import is_drained
@@ -58,11 +57,8 @@ async def keys_by_scope(db: asyncpg.Pool) -> dict[str, str]:
 
 
 @pytest.fixture
-async def client(
-    settings: Settings, keys_by_scope: dict[str, str], redis: aioredis.Redis
-) -> AsyncIterator[Client]:
-    async with running_edge(settings, keys_by_scope["all"]) as client:
-        yield client
+def key(keys_by_scope: dict[str, str]) -> str:
+    return keys_by_scope["all"]
 
 
 async def get_status(client: Client, key: str | None = None) -> dict[str, Any]:
