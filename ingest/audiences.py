@@ -12,7 +12,7 @@ from aiohttp import web
 from ingest import store
 from ingest.bodies import json_response, path_id, read_json
 from ingest.errors import BadRequest, Conflict, NotFound
-from ingest.state import DB, LIVE_AUDIENCES, SCRIPTS, SETTINGS
+from ingest.state import DB, LIVE_AUDIENCES, SCRIPTS, SETTINGS, Scripts
 from schemas import keys
 from schemas.talon import Audience, NewAudience, UpdateAudience
 
@@ -75,23 +75,21 @@ async def create_audience(app: web.Application, new: NewAudience) -> Audience:
     return audience
 
 
-async def clear_audience(app: web.Application, audience_id: int, *, delete: bool) -> bool:
-    """Remove every member of an audience (and the audience itself when ``delete``).
+async def clear_or_delete(
+    pool: asyncpg.Pool, scripts: Scripts, audience_id: int, *, delete: bool
+) -> int | None:
+    """Remove every member of a live audience (and the audience itself when ``delete``);
+    the clear's version, or None when the audience is unknown or deleted.
 
     Order matters (ARCHITECTURE.md): take a version after every change accepted so far, commit
     the clear in Postgres, then tell Redis so the dispatcher drops the superseded backlog.
-    False when the audience is unknown or deleted.
     """
-    pool = app[DB]
     if await store.live_audience(pool, audience_id) is None:
-        return False
-    scripts = app[SCRIPTS]
+        return None
     version = int(await scripts.next_version(keys=[keys.VERSIONS], args=[audience_id]))
     async with pool.acquire() as conn:
         if not await store.clear_audience(conn, audience_id, version, delete=delete):
-            return False
-    if delete:
-        app[LIVE_AUDIENCES].discard(audience_id)
+            return None
     await scripts.mark_cleared(
         keys=[
             keys.CLEARED,
@@ -103,6 +101,15 @@ async def clear_audience(app: web.Application, audience_id: int, *, delete: bool
         ],
         args=[audience_id, version],
     )
+    return version
+
+
+async def clear_audience(app: web.Application, audience_id: int, *, delete: bool) -> bool:
+    """``clear_or_delete`` with this edge's pools; False when the audience is not live."""
+    if await clear_or_delete(app[DB], app[SCRIPTS], audience_id, delete=delete) is None:
+        return False
+    if delete:
+        app[LIVE_AUDIENCES].discard(audience_id)
     return True
 
 

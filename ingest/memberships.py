@@ -83,19 +83,7 @@ async def accept_entries(
     if missing:
         raise UnknownAudiences(missing)
     settings = app[SETTINGS]
-    script_keys = [keys.VERSIONS, keys.ACTIVE_LIST, keys.ACTIVE_SET, keys.BACKLOG_TOTAL]
-    args: list[str | int] = [settings.max_backlog, len(groups)]
-    incoming = 0
-    for audience_id, entries in groups.items():
-        script_keys.append(keys.backlog_key(audience_id))
-        script_keys.append(keys.stats_key(audience_id))
-        args.append(audience_id)
-        args.append(len(entries))
-        args.extend(entries)
-        incoming += len(entries)
-    if once is not None:
-        script_keys.append(once[0])
-        args.append(once[1])
+    script_keys, args = accept_call(groups, settings.max_backlog, once)
     accepted, count = await app[SCRIPTS].accept(keys=script_keys, args=args)
     if accepted == ALREADY_ACCEPTED:
         raise AlreadyAccepted()
@@ -105,11 +93,30 @@ async def accept_entries(
             f"{count} changes are queued; this request would pass the bound of "
             f"{settings.max_backlog}. Nothing was accepted.",
             retry_after_s=_retry_after_s(
-                count + incoming - settings.max_backlog, settings.rate_limit_per_minute
+                count + sum(map(len, groups.values())) - settings.max_backlog,
+                settings.rate_limit_per_minute,
             ),
         )
     count_accepted(app, int(count))
     return int(count)
+
+
+def accept_call(
+    groups: dict[int, list[str]], max_backlog: int, once: tuple[str, int] | None = None
+) -> tuple[list[str], list[str | int]]:
+    """``accept.lua``'s keys and arguments for ``accept_entries(groups, once=once)``."""
+    script_keys = [keys.VERSIONS, keys.ACTIVE_LIST, keys.ACTIVE_SET, keys.BACKLOG_TOTAL]
+    args: list[str | int] = [max_backlog, len(groups)]
+    for audience_id, entries in groups.items():
+        script_keys.append(keys.backlog_key(audience_id))
+        script_keys.append(keys.stats_key(audience_id))
+        args.append(audience_id)
+        args.append(len(entries))
+        args.extend(entries)
+    if once is not None:
+        script_keys.append(once[0])
+        args.append(once[1])
+    return script_keys, args
 
 
 async def accept_changes(app: web.Application, changes: Iterable[tuple[int, str, str]]) -> int:

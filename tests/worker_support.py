@@ -7,13 +7,17 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from ingest.audiences import clear_or_delete
+from ingest.memberships import accept_call
+from ingest.state import Scripts
 from schemas import keys
-from schemas.lua import source
 
 Changes = Sequence[tuple[keys.Action, str]]
 
 
 async def new_audience(db: Any, name: str = "cohort") -> int:
+    """An audience inserted straight into Postgres, as another edge process would: an edge
+    learns of it on a cache miss."""
     audience_id: int = await db.fetchval(
         "INSERT INTO audiences (account_id, name) VALUES (1, $1) RETURNING id", name
     )
@@ -21,47 +25,20 @@ async def new_audience(db: Any, name: str = "cohort") -> int:
 
 
 async def accept(redis: aioredis.Redis, audience_id: int, changes: Changes) -> list[int]:
-    """Append changes to an audience's backlog with accept.lua; returns their versions."""
-    script = redis.register_script(source("accept"))
+    """Append changes to an audience's backlog as the edge does (accept.lua); returns their
+    versions."""
     before = await redis.llen(keys.backlog_key(audience_id))  # type: ignore[misc]
-    args: list[str | int] = [10**12, 1, audience_id, len(changes)]
-    args += [keys.ACTION_CODE[action] + profile for action, profile in changes]
-    key_args = [keys.VERSIONS, keys.ACTIVE_LIST, keys.ACTIVE_SET, keys.BACKLOG_TOTAL]
-    key_args += [keys.backlog_key(audience_id), keys.stats_key(audience_id)]
-    assert await script(keys=key_args, args=args) == [1, len(changes)]
-    entries = await redis.lrange(keys.backlog_key(audience_id), before, -1)  # type: ignore[misc]
-    return [keys.decode_entry(e.decode())[2] for e in entries]
+    entries = [keys.ACTION_CODE[action] + profile for action, profile in changes]
+    script_keys, args = accept_call({audience_id: entries}, max_backlog=10**12)
+    assert await Scripts(redis).accept(keys=script_keys, args=args) == [1, len(changes)]
+    queued = await redis.lrange(keys.backlog_key(audience_id), before, -1)  # type: ignore[misc]
+    return [keys.decode_entry(e.decode())[2] for e in queued]
 
 
 async def clear(db: Any, redis: aioredis.Redis, audience_id: int, *, delete: bool = False) -> int:
-    """What the edge does for DELETE .../memberships (or the audience): returns the version."""
-    version = int(
-        await redis.register_script(source("next_version"))(
-            keys=[keys.VERSIONS], args=[audience_id]
-        )
-    )
-    async with db.acquire() as conn, conn.transaction():
-        await conn.execute(
-            "UPDATE audiences SET cleared_version = $2,"
-            " deleted_at = CASE WHEN $3 THEN now() ELSE deleted_at END WHERE id = $1",
-            audience_id,
-            version,
-            delete,
-        )
-        await conn.execute(
-            "DELETE FROM memberships WHERE audience_id = $1 AND version < $2", audience_id, version
-        )
-    await redis.register_script(source("mark_cleared"))(
-        keys=[
-            keys.CLEARED,
-            keys.backlog_key(audience_id),
-            keys.BACKLOG_TOTAL,
-            keys.ACTIVE_LIST,
-            keys.ACTIVE_SET,
-            keys.stats_key(audience_id),
-        ],
-        args=[audience_id, version],
-    )
+    """The edge's own DELETE .../memberships (or of the audience): returns the clear's version."""
+    version = await clear_or_delete(db, Scripts(redis), audience_id, delete=delete)
+    assert version is not None, f"audience {audience_id} is not live"
     return version
 
 
