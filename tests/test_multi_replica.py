@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 import redis.asyncio as aioredis
 
 from schemas import keys
@@ -173,12 +172,6 @@ async def test_runtime_rate_change_reaches_running_replicas(
             assert await r.child.stop() == 0, r.child.log()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="limiter.lua stores the TAT, which stays the old rate's burst tolerance ahead of the "
-    "last slot granted: after 60/min is raised to 6000/min (burst 10) nothing is applied for "
-    "about 10 s once the slots booked at 60/min are used",
-)
 async def test_raising_a_slow_rate_takes_effect_within_seconds(
     settings: Settings, db: Any, redis: aioredis.Redis, admin: Admin, tmp_path: Path
 ) -> None:

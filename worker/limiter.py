@@ -18,6 +18,10 @@ DEFAULT_HORIZON_S = 2.0
 # While the limit is lifted, ask Redis again after this long rather than once per job.
 UNLIMITED_RECHECK_S = 0.25
 
+# Part of the burst the limiter keeps back for changes committing late and bunching up (a
+# replica that wakes late for its slots commits them with the next ones): measured 2-4 slots of
+# 10 ms at 6000/min on a loaded 2-core machine.
+COMMIT_JITTER_US = 50_000
 
 class Grant(NamedTuple):
     """What one ``limiter.lua`` call reserved: slot k is ``first_s + k * interval_s`` from now."""
@@ -58,7 +62,7 @@ class Limiter:
     async def reserve(self, n: int) -> Grant:
         """Reserve ``n`` consecutive slots in one round trip (the caller must honour them)."""
         first_us, interval_us, rate = await self._script(
-            keys=[keys.LIMITER, keys.CONFIG], args=[n, *self._defaults]
+            keys=[keys.LIMITER, keys.CONFIG], args=[n, *self._defaults, COMMIT_JITTER_US]
         )
         self.calls += 1
         self.rate_per_minute = int(rate)
