@@ -23,6 +23,7 @@ UNLIMITED_RECHECK_S = 0.25
 # 10 ms at 6000/min on a loaded 2-core machine.
 COMMIT_JITTER_US = 50_000
 
+
 class Grant(NamedTuple):
     """What one ``limiter.lua`` call reserved: slot k is ``first_s + k * interval_s`` from now."""
 
