@@ -25,13 +25,20 @@ class AudienceCounts(NamedTuple):
     accepted: int
     applied: int
     dropped: int
+    # Jobs on arq's queue for all audiences together (running ones included), when known.
+    arq_jobs: int | None = None
 
     @property
     def pending(self) -> int:
         """Changes accepted and neither applied nor dropped yet: those in the backlog plus
         those already handed to arq. The counters trail commits by a few milliseconds, so the
-        backlog's own length is the floor."""
-        return max(self.backlog, self.accepted - self.applied - self.dropped)
+        backlog's own length is the floor; and no audience has more pending than its backlog
+        plus every job on arq's queue, so counts a killed worker never wrote do not show as
+        pending forever."""
+        counted = self.accepted - self.applied - self.dropped
+        if self.arq_jobs is not None:
+            counted = min(counted, self.backlog + self.arq_jobs)
+        return max(self.backlog, counted)
 
 
 class QueueSnapshot(NamedTuple):
@@ -82,7 +89,7 @@ def parse_snapshot(reply: list[Any]) -> QueueSnapshot:
         rate_override=int(rate) if rate not in (b"", "") else None,
         workers_live=int(live),
         applied_last_minute=int(applied),
-        audiences=[AudienceCounts(*(int(v) for v in row)) for row in rows],
+        audiences=[_counts(row, arq_jobs=int(due) + int(deferred)) for row in rows],
     )
 
 
@@ -194,3 +201,8 @@ def build_status(
 
 def _rounded(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 1)
+
+
+def _counts(row: list[Any], *, arq_jobs: int) -> AudienceCounts:
+    audience_id, backlog, accepted, applied, dropped = (int(v) for v in row)
+    return AudienceCounts(audience_id, backlog, accepted, applied, dropped, arq_jobs)
