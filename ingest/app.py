@@ -57,7 +57,6 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[
             logs.request_log_middleware,
-            metrics.metrics_middleware,
             error_middleware,
             auth_middleware,
         ],

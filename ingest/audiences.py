@@ -40,7 +40,8 @@ def audience_from_row(row: asyncpg.Record) -> Audience:
     )
 
 
-def _not_found(audience_id: int) -> NotFound:
+def audience_not_found(audience_id: int) -> NotFound:
+    """404 for an audience named in the path that is unknown or deleted."""
     return NotFound(
         "Audience not found",
         f"Audience {audience_id} does not exist or was deleted",
@@ -129,23 +130,24 @@ async def update(request: web.Request) -> web.Response:
         request.app[DB], audience_id, body.name, body.subscribed_applications_ids
     )
     if row is None:
-        raise _not_found(audience_id)
+        raise audience_not_found(audience_id)
     return json_response(audience_from_row(row))
 
 
 @routes.delete("/v2/audiences/{audienceId}")
 async def delete(request: web.Request) -> web.Response:
-    audience_id = path_id(request, "audienceId")
-    if not await clear_audience(request.app, audience_id, delete=True):
-        raise _not_found(audience_id)
-    return web.Response(status=204)
+    return await _clear(request, delete=True)
 
 
 @routes.delete("/v2/audiences/{audienceId}/memberships")
 async def delete_memberships(request: web.Request) -> web.Response:
+    return await _clear(request, delete=False)
+
+
+async def _clear(request: web.Request, *, delete: bool) -> web.Response:
     audience_id = path_id(request, "audienceId")
-    if not await clear_audience(request.app, audience_id, delete=False):
-        raise _not_found(audience_id)
+    if not await clear_audience(request.app, audience_id, delete=delete):
+        raise audience_not_found(audience_id)
     return web.Response(status=204)
 
 
@@ -156,5 +158,5 @@ async def set_attributes(request: web.Request) -> web.Response:
     attributes = await read_json(request, _attributes)
     encoded = msgspec.json.encode(attributes).decode()
     if not await store.merge_attributes(request.app[DB], audience_id, encoded):
-        raise _not_found(audience_id)
+        raise audience_not_found(audience_id)
     return web.Response(status=204)

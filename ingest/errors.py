@@ -175,6 +175,16 @@ def from_http(request: web.Request, error: web.HTTPException) -> ApiError:
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# Requests whose path matched no route share one name in logs and metric labels: the raw path
+# would let any client create series without bound, and paths carry profile ids.
+UNMATCHED = "unmatched"
+
+
+def route_of(request: web.Request) -> str:
+    """The route's path template (``/v1/audiences/{audienceId}/memberships``), never the path."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else UNMATCHED
+
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -193,7 +203,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return render(request, from_http(request, e))
     except _UNAVAILABLE as e:
         # Redis or Postgres is down or unreachable: worth a retry, unlike a 500.
-        log.warning("%s %s: backing service unavailable: %r", request.method, request.path, e)
+        log.warning("%s %s: backing service unavailable: %r", request.method, route_of(request), e)
         unavailable = ServiceUnavailable(
             "Service unavailable",
             "A backing service did not answer; nothing was accepted. Retry later.",
@@ -202,5 +212,5 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
         return render(request, unavailable)
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error on %s %s", request.method, route_of(request))
         return render(request, ApiError("Internal server error", resource=request.path))

@@ -13,8 +13,8 @@ import uuid
 
 from aiohttp import web
 
-from ingest.errors import Handler
-from ingest.metrics import CLIENT_CLOSED, route_of
+from ingest.errors import Handler, route_of
+from ingest.metrics import CLIENT_CLOSED, count_request
 
 log = logging.getLogger("cohortsync.http")
 
@@ -35,7 +35,7 @@ def request_id(request: web.Request) -> str:
 
 @web.middleware
 async def request_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost: give the request its id, then log how it ended."""
+    """Outermost: give the request its id, then log and count how it ended."""
     request[REQUEST_ID] = request_id(request)
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -52,9 +52,11 @@ async def request_log_middleware(request: web.Request, handler: Handler) -> web.
         raise
     finally:
         route = route_of(request)
+        duration_s = loop.time() - started
+        count_request(request, route, status, duration_s)
         level = logging.DEBUG if route in QUIET_ROUTES and status < 500 else logging.INFO
         if log.isEnabledFor(level):
-            duration_ms = round((loop.time() - started) * 1000, 2)
+            duration_ms = round(duration_s * 1000, 2)
             log.log(
                 level,
                 "%s %s %d %.1f ms",

@@ -21,7 +21,6 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from ingest import status
-from ingest.errors import Handler
 from ingest.state import SCRIPTS, SETTINGS
 from schemas.status import QueueSnapshot
 
@@ -32,9 +31,6 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 routes = web.RouteTableDef()
 
-# Requests whose path matched no route share one label value: the raw path would let any
-# client create series without bound.
-UNMATCHED = "unmatched"
 # Edge requests take milliseconds; a slow Postgres or a full event loop shows up in the tail.
 DURATION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 # A scrape that cannot read Redis in this long reports the edge's own metrics only.
@@ -71,12 +67,6 @@ class EdgeMetrics:
 METRICS = web.AppKey("metrics", EdgeMetrics)
 
 
-def route_of(request: web.Request) -> str:
-    """The route's path template (``/v1/audiences/{audienceId}/memberships``), never the path."""
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else UNMATCHED
-
-
 def count_accepted(app: web.Application, changes: int) -> None:
     """Count ``changes`` accepted into Redis by this edge."""
     metrics = app.get(METRICS)
@@ -84,27 +74,12 @@ def count_accepted(app: web.Application, changes: int) -> None:
         metrics.accepted.inc(changes)
 
 
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count and time every request by route template, method and final status."""
+def count_request(request: web.Request, route: str, status: int, duration_s: float) -> None:
+    """Count and time an answered request by route template, method and final status (the
+    request log middleware calls this as it logs the request)."""
     metrics = request.app[METRICS]
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    status_code = 500
-    try:
-        response = await handler(request)
-        status_code = response.status
-        return response
-    except web.HTTPException as e:
-        status_code = e.status
-        raise
-    except asyncio.CancelledError:
-        status_code = CLIENT_CLOSED
-        raise
-    finally:
-        route = route_of(request)
-        metrics.requests.labels(route, request.method, str(status_code)).inc()
-        metrics.duration.labels(route, request.method).observe(loop.time() - started)
+    metrics.requests.labels(route, request.method, str(status)).inc()
+    metrics.duration.labels(route, request.method).observe(duration_s)
 
 
 class QueueCollector(Collector):

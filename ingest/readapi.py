@@ -6,9 +6,8 @@ import msgspec
 from aiohttp import web
 
 from ingest import store
-from ingest.audiences import audience_from_row
+from ingest.audiences import audience_from_row, audience_not_found
 from ingest.bodies import json_response, path_id, path_text, query_int
-from ingest.errors import NotFound
 from ingest.state import DB
 from schemas.talon import (
     BIGINT_MAX,
@@ -54,11 +53,7 @@ async def list_members(request: web.Request) -> web.Response:
     page_size, skip = _paging(request)
     found = await store.member_page(request.app[DB], audience_id, page_size, skip)
     if found is None:
-        raise NotFound(
-            "Audience not found",
-            f"Audience {audience_id} does not exist or was deleted",
-            parameter="audienceId",
-        )
+        raise audience_not_found(audience_id)
     total, rows = found
     data = [Member(profile_integration_id=r["profile_id"], updated=r["updated_at"]) for r in rows]
     page = MemberPage(total_result_size=total, has_more=skip + len(data) < total, data=data)

@@ -16,11 +16,12 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from ingest.state import DB
 from schemas import keys
 from schemas.apikeys import new_key
 from schemas.logs import HumanFormatter, JsonFormatter, configure
 from schemas.settings import Settings
-from tests.edge_helpers import auth, create_key
+from tests.edge_helpers import Client, auth, create_key
 from tests.process_support import free_port, json_lines, service_env, spawn, stop, wait_ready
 from tests.status_support import wait_until
 from tests.worker_support import accept, new_audience
@@ -196,3 +197,18 @@ async def test_worker_logs_start_each_job_and_stop(
     assert events == ["start", "stopping", "stop"]
     assert lines[0]["event"] == "start"
     assert lines[-1]["event"] == "stop"
+
+
+async def test_a_failing_request_is_logged_by_route_never_by_path(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert client.app is not None
+    await client.app[DB].close()  # every query now fails: a 500, logged with its traceback
+    with caplog.at_level(logging.INFO):
+        response = await client.get("/v1/customer_profiles/secret-profile-42/audiences")
+    assert response.status == 500
+    # The test server keeps aiohttp's access log, which cohortsync-edge turns off.
+    ours = [logging.Formatter().format(r) for r in caplog.records if r.name != "aiohttp.access"]
+    assert any("GET /v1/customer_profiles/{integrationId}/audiences" in line for line in ours)
+    assert any("InterfaceError: pool is closed" in line for line in ours)
+    assert not [line for line in ours if "secret-profile-42" in line]
