@@ -46,15 +46,9 @@ def main(argv: list[str] | None = None) -> None:
     _parser().parse_args(argv)
     try:
         settings = Settings.from_env(os.environ)
+        level = settings.log_level_number()
     except SettingsError as e:
         print(f"cohortsync-edge: {e}", file=sys.stderr)
-        sys.exit(2)
-    level = log_format.level_number(settings.log_level)
-    if level is None:
-        print(
-            f"cohortsync-edge: {PREFIX}LOG_LEVEL: unknown level {settings.log_level!r}",
-            file=sys.stderr,
-        )
         sys.exit(2)
     log_format.configure(level)
     log.info(

@@ -63,12 +63,6 @@ class HumanFormatter(logging.Formatter):
         return _redact(f"{head}  {fields}{sep}{tail}" if fields else text)
 
 
-def level_number(name: str) -> int | None:
-    """``"info"`` -> ``logging.INFO``; None for a name that is no level."""
-    level = logging.getLevelName(name.upper())
-    return level if isinstance(level, int) else None
-
-
 def configure(level: int, stream: TextIO | None = None) -> None:
     """Send every logger's records at ``level`` and above to ``stream`` (stderr): JSON lines,
     or human-readable lines when it is a terminal."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -78,6 +79,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             return msgspec.convert(raw, cls, strict=False)
         except msgspec.ValidationError as e:
             raise SettingsError(_explain(str(e))) from e
+
+    def log_level_number(self) -> int:
+        """``log_level`` as a ``logging`` level; ``SettingsError`` naming the variable if none."""
+        level = logging.getLevelName(self.log_level.upper())
+        if not isinstance(level, int):
+            raise SettingsError(f"{PREFIX}LOG_LEVEL: unknown level {self.log_level!r}")
+        return level
 
     def with_changes(self, **changes: Any) -> Settings:
         """A copy with some fields replaced (used by tests and the local runner)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import asyncpg
 import pytest
@@ -27,6 +28,12 @@ def test_settings_defaults_and_env() -> None:
 def test_bad_setting_names_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+def test_log_level_is_a_logging_level_or_names_its_variable() -> None:
+    assert Settings(log_level="warning").log_level_number() == logging.WARNING
+    with pytest.raises(SettingsError, match="COHORTSYNC_LOG_LEVEL: unknown level 'LOUD'"):
+        Settings(log_level="LOUD").log_level_number()
 
 
 async def test_concurrent_migrations_do_not_collide(database_url: str) -> None:

@@ -73,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env(os.environ)
+        level = settings.log_level_number()
     except SettingsError as e:
         print(f"cohortsync-worker: {e}", file=sys.stderr)
         raise SystemExit(2) from e
@@ -81,13 +82,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         if problem:
             print(f"cohortsync-worker: unhealthy: {problem}", file=sys.stderr)
         raise SystemExit(1 if problem else 0)
-    level = log_format.level_number(settings.log_level)
-    if level is None:
-        print(
-            f"cohortsync-worker: {PREFIX}LOG_LEVEL: unknown level {settings.log_level!r}",
-            file=sys.stderr,
-        )
-        raise SystemExit(2)
     log_format.configure(level)
     if level > logging.DEBUG:
         # arq logs every job start and end at INFO: thousands of lines a minute.
