@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 
 import aiohttp
 import pytest
 
 from schemas.settings import Settings
+from tests.process_support import free_port
 
 
 async def run_edge(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
@@ -43,13 +43,6 @@ async def test_bad_configuration_exits_2_naming_the_variable(name: str, value: s
     _, err = await proc.communicate()
     assert proc.returncode == 2
     assert name in err.decode()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 async def test_serves_until_sigterm(settings: Settings) -> None:

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import socket
-import sys
+import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from schemas import keys
 from schemas.settings import Settings
+from tests.process_support import service_env, spawn, stop
 from tests.worker_support import accept, new_audience
 from worker.limiter import Limiter
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 async def test_concurrent_acquisitions_share_one_round_trip(redis: aioredis.Redis) -> None:
@@ -84,48 +80,34 @@ async def test_rate_holds_across_worker_processes(
     audience = await new_audience(db)
     await accept(redis, audience, [("add", f"p{i}") for i in range(400)])
     rate_per_minute, burst = 600, settings.rate_burst
-    env = {
-        **os.environ,
-        "COHORTSYNC_DATABASE_URL": settings.database_url,
-        "COHORTSYNC_REDIS_URL": settings.redis_url,
-        "COHORTSYNC_RATE_LIMIT_PER_MINUTE": str(rate_per_minute),
-        "COHORTSYNC_LOG_LEVEL": "WARNING",
-        # Two replicas on one host: neither serves the metrics port (test_worker_main does).
-        "COHORTSYNC_WORKER_METRICS_PORT": "0",
-    }
+    # service_env turns the metrics port off: two replicas share this host.
+    env = service_env(
+        settings,
+        COHORTSYNC_RATE_LIMIT_PER_MINUTE=str(rate_per_minute),
+        COHORTSYNC_LOG_LEVEL="WARNING",
+    )
     started = time.monotonic()
-    workers = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "worker.main",
-            env=env,
-            cwd=ROOT,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        for _ in range(2)
-    ]
-    try:
-        # Each replica keeps its own health key while it runs.
-        health = [
-            keys.worker_health_key(settings.queue_name, f"{socket.gethostname()}:{w.pid}")
-            for w in workers
-        ]
-        while await redis.exists(*health) < 2:
-            assert all(w.returncode is None for w in workers)
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(max(0.0, started + 5 - time.monotonic()))
-        applied = await db.fetchval(
-            "SELECT count(*) FROM memberships WHERE audience_id = $1", audience
-        )
-        elapsed = time.monotonic() - started
-    finally:
-        for w in workers:
-            if w.returncode is None:
-                w.send_signal(signal.SIGTERM)
-        outcomes = [await w.communicate() for w in workers]
-    assert [w.returncode for w in workers] == [0, 0], [err.decode() for _, err in outcomes]
+    with tempfile.TemporaryFile() as log:
+        workers = [await spawn("worker.main", env, log) for _ in range(2)]
+        try:
+            # Each replica keeps its own health key while it runs.
+            health = [
+                keys.worker_health_key(settings.queue_name, f"{socket.gethostname()}:{w.pid}")
+                for w in workers
+            ]
+            while await redis.exists(*health) < 2:
+                assert all(w.returncode is None for w in workers)
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(max(0.0, started + 5 - time.monotonic()))
+            applied = await db.fetchval(
+                "SELECT count(*) FROM memberships WHERE audience_id = $1", audience
+            )
+            elapsed = time.monotonic() - started
+        finally:
+            codes = [await stop(w) for w in workers]
+        log.seek(0)
+        errors = log.read().decode()
+    assert codes == [0, 0], errors
     assert await redis.exists(*health) == 0
     # One process alone could apply 600/min; two limited separately would apply twice that.
     assert 0 < applied <= rate_per_minute / 60 * elapsed + burst + 10

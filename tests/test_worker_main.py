@@ -4,28 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import sys
+import tempfile
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from schemas import keys
 from schemas.settings import Settings
+from tests.process_support import ROOT, free_port, service_env, spawn, stop
 from tests.worker_support import accept, new_audience
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def get(url: str) -> tuple[int, str]:
@@ -70,51 +61,41 @@ async def test_worker_serves_probes_and_metrics_and_stops_on_sigterm(
     audience = await new_audience(db)
     await accept(redis, audience, [("add", f"p{i}") for i in range(30)])
     port = free_port()
-    env = {
-        **os.environ,
-        "COHORTSYNC_DATABASE_URL": settings.database_url,
-        "COHORTSYNC_REDIS_URL": settings.redis_url,
-        "COHORTSYNC_HTTP_HOST": "127.0.0.1",
-        "COHORTSYNC_WORKER_METRICS_PORT": str(port),
-        "COHORTSYNC_RATE_LIMIT_PER_MINUTE": "0",
-        "COHORTSYNC_LOG_LEVEL": "WARNING",
-    }
-    worker = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "worker.main",
-        env=env,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+    env = service_env(
+        settings,
+        COHORTSYNC_WORKER_METRICS_PORT=str(port),
+        COHORTSYNC_RATE_LIMIT_PER_MINUTE="0",
+        COHORTSYNC_LOG_LEVEL="WARNING",
     )
-    health = keys.worker_health_key(settings.queue_name, f"{socket.gethostname()}:{worker.pid}")
-    try:
-        while (
-            not await redis.exists(health)
-            or await db.fetchval(
-                "SELECT count(*) FROM memberships WHERE audience_id = $1", audience
-            )
-            < 30
-        ):
-            assert worker.returncode is None
-            await asyncio.sleep(0.05)
-        status, _ = await asyncio.to_thread(get, f"http://127.0.0.1:{port}/healthz")
-        assert status == 200
-        assert (await worker_command(env, "--check"))[0] == 0
-        status, text = await asyncio.to_thread(get, f"http://127.0.0.1:{port}/metrics")
-        assert status == 200
-        lines = set(text.splitlines())
-        assert "cohortsync_changes_applied_total 30" in lines
-        assert "cohortsync_workers_live 1" in lines
-        assert 'cohortsync_queue_depth{state="backlog"} 0' in lines
-        assert "cohortsync_rate_limit_per_minute 0" in lines
-        assert 'cohortsync_limiter_wait_seconds_bucket{le="+Inf"} 30' in lines
-    finally:
-        if worker.returncode is None:
-            worker.send_signal(signal.SIGTERM)
-        _, err = await worker.communicate()
-    assert worker.returncode == 0, err.decode()
+    with tempfile.TemporaryFile() as log:
+        worker = await spawn("worker.main", env, log)
+        health = keys.worker_health_key(settings.queue_name, f"{socket.gethostname()}:{worker.pid}")
+        try:
+            while (
+                not await redis.exists(health)
+                or await db.fetchval(
+                    "SELECT count(*) FROM memberships WHERE audience_id = $1", audience
+                )
+                < 30
+            ):
+                assert worker.returncode is None
+                await asyncio.sleep(0.05)
+            status, _ = await asyncio.to_thread(get, f"http://127.0.0.1:{port}/healthz")
+            assert status == 200
+            assert (await worker_command(env, "--check"))[0] == 0
+            status, text = await asyncio.to_thread(get, f"http://127.0.0.1:{port}/metrics")
+            assert status == 200
+            lines = set(text.splitlines())
+            assert "cohortsync_changes_applied_total 30" in lines
+            assert "cohortsync_workers_live 1" in lines
+            assert 'cohortsync_queue_depth{state="backlog"} 0' in lines
+            assert "cohortsync_rate_limit_per_minute 0" in lines
+            assert 'cohortsync_limiter_wait_seconds_bucket{le="+Inf"} 30' in lines
+        finally:
+            code = await stop(worker)
+        log.seek(0)
+        errors = log.read().decode()
+    assert code == 0, errors
     assert not await redis.exists(health)
     code, _, err_text = await worker_command(env, "--check")
     assert code == 1
