@@ -17,8 +17,10 @@ from worker.errors import describe, is_transient
 logger = logging.getLogger(__name__)
 
 # A change wins only over an older stored version, and only while its audience is live and was
-# not cleared at or after its version. ORDER BY makes concurrent batches lock rows in one order
-# (no deadlocks between them); the audience row is locked last, after every membership row.
+# not cleared at or after its version. Rows are locked in one order, so concurrent batches and
+# clears never wait for each other in a cycle: membership rows by key (ORDER BY), then the
+# audience rows by id (the locking sub-select; left to the planner, a set of audiences is
+# walked in hash order, which differs from one set to another).
 UPSERT = """
 WITH applied AS (
     INSERT INTO memberships AS m (audience_id, profile_id, member, version)
@@ -34,7 +36,10 @@ WITH applied AS (
     RETURNING m.audience_id, m.profile_id
 ), touched AS (
     UPDATE audiences SET last_update = now()
-    WHERE id IN (SELECT DISTINCT audience_id FROM applied)
+    WHERE id IN (
+        SELECT id FROM audiences WHERE id IN (SELECT audience_id FROM applied)
+        ORDER BY id FOR NO KEY UPDATE
+    )
 )
 SELECT audience_id, profile_id FROM applied
 """

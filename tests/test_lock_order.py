@@ -1,8 +1,9 @@
-"""A clear (edge) racing a worker's group commit on the same rows, in real Postgres."""
+"""Row locks in Postgres: clears (edge) and group commits (worker) on shared rows never deadlock."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
 
@@ -49,3 +50,31 @@ async def test_a_clear_and_a_batch_on_its_rows_never_deadlock(db: asyncpg.Pool) 
         assert [(r["audience_id"], r["profile_id"]) for r in await batch] == [(a, "p1")]
     assert await memberships(db, a) == {}
     assert await db.fetchval("SELECT cleared_version FROM audiences WHERE id = $1", a) == 100
+
+
+async def test_batches_over_shared_audiences_never_deadlock(db: asyncpg.Pool) -> None:
+    await db.execute(
+        "INSERT INTO audiences (account_id, name) SELECT 1, 'a' || g FROM generate_series(1, 100) g"
+    )
+    small = [1, 2]
+    large = list(range(1, 101))
+
+    def upsert(conn: asyncpg.Connection, audiences: list[int], profile: str) -> Any:
+        n = len(audiences)
+        return conn.fetch(UPSERT, audiences, [profile] * n, [True] * n, [10] * n)
+
+    async with db.acquire() as holder, db.acquire() as one, db.acquire() as other:
+        # Audience 1 held elsewhere: both batches reach it with their membership rows written.
+        held = holder.transaction()
+        await held.start()
+        await holder.execute("SELECT 1 FROM audiences WHERE id = 1 FOR NO KEY UPDATE")
+        first = asyncio.create_task(upsert(one, small, "x"))
+        await wait_until(lambda: blocked_on_a_lock(db, one), "the small batch to wait")
+        second = asyncio.create_task(upsert(other, large, "y"))
+        await wait_until(lambda: blocked_on_a_lock(db, other), "the large batch to wait")
+        await held.rollback()
+        # Postgres walks a batch's audiences in hash order, which differs between the two sets:
+        # taken in that order, each batch would hold a row the other waits for.
+        assert len(await first) == 2
+        assert len(await second) == 100
+    assert await db.fetchval("SELECT count(*) FROM memberships") == 102
