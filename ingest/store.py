@@ -9,8 +9,6 @@ import asyncpg
 
 from schemas.talon import NewAudience
 
-# A member counts only when it is a member, newer than the last clear, in a live audience
-# (ARCHITECTURE.md): a change racing a clear can then never resurrect anyone.
 _AUDIENCE_COLUMNS = """a.id, a.account_id, a.name, a.description, a.sandbox, a.integration,
     a.integration_id, a.created_in_3rd_party, a.subscribed_applications_ids, a.created_at,
     a.last_update"""
@@ -161,6 +159,10 @@ async def live_audience_ids(pool: asyncpg.Pool, ids: Sequence[int]) -> list[int]
         "SELECT id FROM audiences WHERE id = ANY($1::bigint[]) AND deleted_at IS NULL", ids
     )
     return [int(r["id"]) for r in rows]
+
+
+# The read API's queries below count a membership only when it is a member, newer than the last
+# clear, in a live audience (ARCHITECTURE.md): a change racing a clear never resurrects anyone.
 
 
 async def audience_page(
