@@ -77,7 +77,7 @@ async def _config(redis: aioredis.Redis) -> dict[bytes, bytes]:
 async def test_set_rate_overrides_the_shared_limiter(admin: Admin, redis: aioredis.Redis) -> None:
     limiter = redis.register_script(source("limiter"))
     limiter_keys = [keys.LIMITER, keys.CONFIG]
-    defaults = ["1", "1000", "10"]
+    defaults = ["1", "1000", "10", "0"]  # n, rate, burst, jitter headroom (µs)
 
     run = await admin("set-rate", "600", "--burst", "5")
     assert run.code == 0, run.err
