@@ -61,6 +61,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Comma-separated hostnames the CDP endpoints answer for (their destination-hostname
     # header, e.g. mycompany.europe-west1.talon.one); empty answers for any.
     allowed_destination_hostnames: str = ""
+    # On SIGTERM a worker takes no new jobs and gives running ones this long to finish; the rest
+    # go back to the queue for another replica. Keep it below the orchestrator's kill timeout.
+    shutdown_grace_s: Annotated[float, Meta(ge=0)] = 10.0
     log_level: str = "INFO"
 
     @classmethod

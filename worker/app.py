@@ -136,14 +136,18 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
     return ChangeWorker(**options)
 
 
-async def stop_worker(worker: Worker, run: asyncio.Task[None]) -> None:
-    """Stop a worker started as the task ``run``: take no new jobs, cancel the running ones
-    (they stay on the queue and any replica re-runs them), then close its connections.
+async def stop_worker(worker: Worker, run: asyncio.Task[None], *, grace_s: float = 0.0) -> None:
+    """Stop a worker started as the task ``run``: take no new jobs, give the running ones up to
+    ``grace_s`` to finish, cancel the rest (they stay on the queue and any replica re-runs them),
+    then close its connections (the applier commits what it holds first).
 
     arq's own signal handler cancels whole job runners instead, and a runner cancelled before
     its job started escapes arq's ``close()`` and leaves the rest of the shutdown undone.
     """
     worker.allow_pick_jobs = False
+    running = [t for t in worker.tasks.values() if not t.done()]
+    if running and grace_s > 0:
+        await asyncio.wait(running, timeout=grace_s)
     while running := [t for t in worker.tasks.values() if not t.done()]:
         for job in list(worker.job_tasks.values()):
             job.cancel()

@@ -120,8 +120,13 @@ async def serve(settings: Settings) -> None:
         await asyncio.wait([run, stopping], return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
         if stop.is_set():
-            logs.lifecycle("stopping", replica, f"worker {replica} stopping: running jobs go back")
-        await stop_worker(worker, run)
+            logs.lifecycle(
+                "stopping",
+                replica,
+                f"worker {replica} stopping: running jobs get {settings.shutdown_grace_s:g} s,"
+                " then go back to the queue",
+            )
+        await stop_worker(worker, run, grace_s=settings.shutdown_grace_s if stop.is_set() else 0)
     finally:
         await http.stop()
     logs.lifecycle("stop", replica, f"worker {replica} stopped")
