@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 
 from ingest import status
 from ingest.state import SCRIPTS, SETTINGS
-from schemas.status import QueueSnapshot
+from schemas.status import DEAD_LETTERS_HELP, QueueSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,7 @@ class QueueCollector(Collector):
         yield GaugeMetricFamily(
             "cohortsync_workers_live", "Worker replicas alive now.", value=s.workers_live
         )
+        yield GaugeMetricFamily("cohortsync_dead_letters", DEAD_LETTERS_HELP, value=s.dead_letters)
 
 
 @routes.get("/metrics")

@@ -26,14 +26,29 @@ BACKLOG_TOTAL = PREFIX + "backlog:total"
 VERSIONS = PREFIX + "versions"
 # Hash audience id -> version of the latest clear/delete; older changes are stale and dropped.
 CLEARED = PREFIX + "cleared"
-# Hash per audience with counters: accepted, dispatched, dropped, applied.
+# Hash per audience with counters: accepted (edge), dispatched and dropped as stale (dispatcher),
+# applied, dropped and dead (worker, in the step that finishes the job, once per job). Once
+# drained, accepted = applied + dropped + dead.
 STATS_PREFIX = PREFIX + "stats:"
-# Hash of runtime configuration shared by all replicas (``rate_per_minute``, ``burst``).
+# Hash of runtime configuration shared by all replicas: ``rate_per_minute`` and ``burst`` set by
+# cohortsync-admin set-rate override the workers' own settings, which each replica publishes as
+# ``workers_rate_per_minute`` / ``workers_burst`` so status shows the rate the workers enforce,
+# not the one in the reader's environment.
 CONFIG = PREFIX + "config"
+CONFIG_RATE = "rate_per_minute"
+CONFIG_BURST = "burst"
+CONFIG_WORKERS_RATE = "workers_rate_per_minute"
+CONFIG_WORKERS_BURST = "workers_burst"
 # GCRA theoretical arrival time (µs, Redis clock) of the shared rate limiter; expires when idle.
 LIMITER = PREFIX + "limiter"
-# Changes that failed permanently (kept for an operator, never silently dropped).
+# Changes that failed permanently (kept for an operator, never silently dropped): a list of JSON
+# entries with the change, its job id and the reason; ``cohortsync-admin dead-letters replay``
+# puts them back on their audience's backlog with their original versions.
 DEAD_LETTERS = PREFIX + "dead"
+# Leases on running jobs (sorted set): job id scored with the Redis time (ms) at which its lease
+# lapses. The replica running a job renews it every few seconds; a lapsed lease makes the job
+# claimable by any replica (worker/leases.py). arq's own in-progress keys are not used.
+LEASES = PREFIX + "leases"
 # An Amplitude webhook ``message_id`` already accepted, set by accept.lua together with the
 # batch's changes so a retried batch is acknowledged and enqueues nothing. It expires: Amplitude
 # retries a batch for minutes to hours (8 times with back-off), never for a week.

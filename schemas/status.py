@@ -15,6 +15,9 @@ from schemas import keys
 
 # The measured rate counts the changes applied during the last minute.
 MEASURE_WINDOW_S = 60
+DEAD_LETTERS_HELP = (
+    "Changes that failed permanently, kept for cohortsync-admin dead-letters list/replay."
+)
 
 
 class AudienceCounts(NamedTuple):
@@ -25,20 +28,15 @@ class AudienceCounts(NamedTuple):
     accepted: int
     applied: int
     dropped: int
-    # Jobs on arq's queue for all audiences together (running ones included), when known.
-    arq_jobs: int | None = None
+    # Dead-lettered (failed permanently; cohortsync-admin dead-letters replay re-queues them).
+    dead: int = 0
 
     @property
     def pending(self) -> int:
-        """Changes accepted and neither applied nor dropped yet: those in the backlog plus
-        those already handed to arq. The counters trail commits by a few milliseconds, so the
-        backlog's own length is the floor; and no audience has more pending than its backlog
-        plus every job on arq's queue, so counts a killed worker never wrote do not show as
-        pending forever."""
-        counted = self.accepted - self.applied - self.dropped
-        if self.arq_jobs is not None:
-            counted = min(counted, self.backlog + self.arq_jobs)
-        return max(self.backlog, counted)
+        """Changes accepted and not yet applied, dropped or dead-lettered: those in the backlog
+        plus those handed to arq. Every counter is written in the step that finishes what it
+        counts (accept.lua, dispatch.lua, finish.lua), once, so this is exact after any crash."""
+        return max(self.backlog, self.accepted - self.applied - self.dropped - self.dead)
 
 
 class QueueSnapshot(NamedTuple):
@@ -46,20 +44,31 @@ class QueueSnapshot(NamedTuple):
     ready: int
     in_flight: int
     deferred: int
-    # ``cohortsync-admin set-rate`` in force, else None (the settings' rate applies).
-    rate_override: int | None
+    # ``cohortsync-admin set-rate`` in force, else the rate the workers were started with (as
+    # they publish it); None when no worker ever ran (the reader's settings apply).
+    rate_in_force: int | None
     workers_live: int
     applied_last_minute: int
+    # Changes in the dead-letter list.
+    dead_letters: int
     # The active audiences (non-empty backlog) first, then the others asked for.
     audiences: list[AudienceCounts]
 
     def rate_per_minute(self, configured: int) -> int:
-        """The rate limit in force: the runtime override, else ``configured``; 0 is none."""
-        return self.rate_override if self.rate_override is not None else configured
+        """The rate limit in force, else ``configured``; 0 is none."""
+        return self.rate_in_force if self.rate_in_force is not None else configured
 
 
 def snapshot_keys(queue_name: str) -> list[str]:
-    return [keys.BACKLOG_TOTAL, queue_name, keys.CONFIG, keys.ACTIVE_LIST, keys.WORKERS]
+    return [
+        keys.BACKLOG_TOTAL,
+        queue_name,
+        keys.CONFIG,
+        keys.ACTIVE_LIST,
+        keys.WORKERS,
+        keys.LEASES,
+        keys.DEAD_LETTERS,
+    ]
 
 
 def snapshot_args(now_s: float, audience_ids: Iterable[int] = ()) -> list[str | int]:
@@ -77,19 +86,20 @@ def snapshot_args(now_s: float, audience_ids: Iterable[int] = ()) -> list[str | 
 
 
 def parse_snapshot(reply: list[Any]) -> QueueSnapshot:
-    backlog, due, deferred, rate, live, running, applied, rows = reply
-    in_flight = int(running)
+    backlog, due, deferred, rate, live, running, applied, dead, rows = reply
+    in_flight = min(int(running), int(due))
     return QueueSnapshot(
         # The total is decremented by several scripts; never report a passing negative.
         backlog=max(0, int(backlog)),
-        # A running job stays on arq's queue until it finishes; the replicas say how many run.
+        # A running job stays on arq's queue until it finishes, under a lease while it runs.
         ready=max(0, int(due) - in_flight),
         in_flight=in_flight,
         deferred=int(deferred),
-        rate_override=int(rate) if rate not in (b"", "") else None,
+        rate_in_force=int(rate) if rate not in (b"", "") else None,
         workers_live=int(live),
         applied_last_minute=int(applied),
-        audiences=[_counts(row, arq_jobs=int(due) + int(deferred)) for row in rows],
+        dead_letters=int(dead),
+        audiences=[_counts(row) for row in rows],
     )
 
 
@@ -135,6 +145,8 @@ class AudienceStatus(Base):
     total: int
     # Superseded by a newer change or a clear, so never applied.
     dropped: int
+    # Failed permanently and kept in the dead letters (cohortsync-admin dead-letters).
+    dead_lettered: int
     # None when no rate is known (no limit and nothing applied in the last minute).
     eta_seconds: float | None
 
@@ -151,6 +163,8 @@ class Status(Base):
     audiences: list[AudienceStatus]
     rate: RateStatus
     workers_live: int
+    # Changes in the dead-letter list, over all audiences.
+    dead_letters: int
     # Until every audience's pending changes are applied.
     eta_seconds: float | None
 
@@ -179,6 +193,7 @@ def build_status(
             applied=c.applied,
             total=c.accepted,
             dropped=c.dropped,
+            dead_lettered=c.dead,
             eta_seconds=_rounded(etas.get(c.audience_id)),
         )
         for c in sorted(counts, key=lambda c: (c.pending == 0, c.audience_id))
@@ -195,6 +210,7 @@ def build_status(
             configured_per_minute=rate, measured_per_minute=snapshot.applied_last_minute
         ),
         workers_live=snapshot.workers_live,
+        dead_letters=snapshot.dead_letters,
         eta_seconds=_rounded(overall),
     )
 
@@ -203,6 +219,5 @@ def _rounded(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 1)
 
 
-def _counts(row: list[Any], *, arq_jobs: int) -> AudienceCounts:
-    audience_id, backlog, accepted, applied, dropped = (int(v) for v in row)
-    return AudienceCounts(audience_id, backlog, accepted, applied, dropped, arq_jobs)
+def _counts(row: list[Any]) -> AudienceCounts:
+    return AudienceCounts(*(int(v) for v in row))

@@ -131,10 +131,18 @@ async def test_a_dead_replica_is_forgotten_and_never_counted(
         alive, b"Nov-28 12:00:00 j_complete=9 j_failed=0 j_retried=0 j_ongoing=7 queued=12"
     )
     await redis.set(expired, b"j_ongoing=100")
+    # In flight is what runs under a lease: 7 held, 2 whose holder died and whose lease lapsed
+    # (ready for any replica), 1 not started.
+    jobs = {f"cs:1:{v}": now_ms - 5000 for v in range(10)}
+    await redis.zadd(settings.queue_name, jobs)
+    leased = list(jobs)
+    await redis.zadd(keys.LEASES, dict.fromkeys(leased[:7], now_ms + 10000))
+    await redis.zadd(keys.LEASES, dict.fromkeys(leased[7:9], now_ms - 1000))
 
     found = await scrape(client)
     assert value(found, "cohortsync_workers_live") == 1
     assert value(found, "cohortsync_queue_depth", state="in_flight") == 7
+    assert value(found, "cohortsync_queue_depth", state="ready") == 3
     assert await redis.zscore(keys.WORKERS, expired) is None
     assert await redis.zscore(keys.WORKERS, crashed) is not None
 

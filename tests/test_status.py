@@ -38,9 +38,10 @@ def test_without_a_limit_or_a_measured_rate_there_is_no_estimate() -> None:
         ready=0,
         in_flight=0,
         deferred=0,
-        rate_override=0,
+        rate_in_force=0,
         workers_live=0,
         applied_last_minute=0,
+        dead_letters=0,
         audiences=[AudienceCounts(1, 5, 5, 0, 0), AudienceCounts(2, 0, 3, 2, 1)],
     )
     found = build_status(snapshot, {1: "busy", 2: "done"}, 1000)
@@ -84,6 +85,7 @@ async def test_status_reports_depth_progress_and_eta(
     assert found["queueDepth"] == {"backlog": 50, "ready": 0, "inFlight": 0, "deferred": 0}
     assert found["rate"] == {"configuredPerMinute": 1000, "measuredPerMinute": 0}
     assert found["workersLive"] == 0
+    assert found["deadLetters"] == 0
     # At 1000/min shared by two: Weekend's 10 take 1.2 s, Binge's other 30 then 1.8 s more.
     assert found["audiences"] == [
         {
@@ -93,6 +95,7 @@ async def test_status_reports_depth_progress_and_eta(
             "applied": 0,
             "total": 40,
             "dropped": 0,
+            "deadLettered": 0,
             "etaSeconds": 3.0,
         },
         {
@@ -102,6 +105,7 @@ async def test_status_reports_depth_progress_and_eta(
             "applied": 0,
             "total": 10,
             "dropped": 0,
+            "deadLettered": 0,
             "etaSeconds": 1.2,
         },
         {
@@ -111,6 +115,7 @@ async def test_status_reports_depth_progress_and_eta(
             "applied": 0,
             "total": 0,
             "dropped": 0,
+            "deadLettered": 0,
             "etaSeconds": 0.0,
         },
     ]
@@ -132,6 +137,7 @@ async def test_cleared_changes_count_as_dropped(client: Client, db: asyncpg.Pool
             "applied": 0,
             "total": 12,
             "dropped": 12,
+            "deadLettered": 0,
             "etaSeconds": 0.0,
         }
     ]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
+import signal
 import socket
 import time
 import warnings
@@ -11,18 +14,19 @@ from typing import Any, cast
 
 import redis.exceptions
 from arq.connections import RedisSettings
-from arq.constants import in_progress_key_prefix
 from arq.typing import WorkerCoroutine
 from arq.worker import Worker, func
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.commands.core import AsyncScript
 
 from schemas import jobs, keys
-from schemas.lua import source
 from schemas.settings import Settings
 from worker.changes import apply_change
+from worker.errors import describe
+from worker.leases import RENEW_EVERY_S, Leases, Outcome
 from worker.state import STATE_KEY, WorkerState
+
+logger = logging.getLogger(__name__)
 
 # Never give up on a change because of transient failures: apply_change turns permanent ones
 # into dead letters itself, so arq's try counter only ever counts transient ones.
@@ -33,6 +37,18 @@ POLL_DELAY_S = 0.01
 IDLE_POLL_DELAY_S = 0.05
 # Each replica refreshes its own health key this often (the key lives one second longer).
 HEALTH_CHECK_INTERVAL_S = 5
+# Redis calls that failed because Redis is away (restart, failover): waited out, never fatal.
+REDIS_UNREACHABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.TryAgainError,
+    OSError,
+)
+MAX_REDIS_BACKOFF_S = 2.0
+# A job that ended without an outcome (arq's own timeout) runs again this much later.
+UNFINISHED_DEFER_MS = 5000
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
@@ -50,52 +66,177 @@ def replica_name() -> str:
 
 
 class ChangeWorker(Worker):
-    """arq's worker, claiming the jobs it starts in one round trip per poll.
+    """arq's worker, holding the jobs it runs by leases (``worker.leases``) and riding out Redis
+    outages.
 
-    arq spends four round trips on each id it reads (WATCH, EXISTS, ZSCORE, MULTI/EXEC) before
-    starting or skipping it; ``claim.lua`` applies the same rule to every id at once. The
-    dispatcher keeps arq's queue shallow, so most ids a poll reads belong to jobs already
-    running (waiting for their rate-limit slot, here or on another replica).
+    arq marks a running job with an in-progress key that lives for the job timeout plus 10 s,
+    so a replica that dies holds its jobs for minutes; here a job is held by a lease its replica
+    renews, claimed with ``claim.lua`` for many ids in one round trip (arq spends four per id),
+    reading past every held id until the replica has as many as it has room for. arq stops when
+    a Redis call fails in its poll loop; here the loop backs off and goes on, and ``/healthz``
+    reports the outage until Redis answers again.
     """
 
-    _claim: AsyncScript | None = None
+    _leases: Leases | None = None
+    _renewing: asyncio.Task[None] | None = None
     _registered_at_s = 0.0
+    # Monotonic time of the last poll that reached Redis, and why the last one did not.
+    _redis_ok_at = 0.0
+    _redis_problem: str | None = None
+    _redis_failures = 0
+
+    @property
+    def leases(self) -> Leases:
+        if self._leases is None:
+            self._leases = Leases(self.pool, self.queue_name)
+        return self._leases
+
+    def health_problem(self) -> str | None:
+        """Why this replica cannot make progress now, or None while it can."""
+        if self._redis_problem is not None:
+            return f"Redis unreachable: {self._redis_problem}"
+        state = self.ctx.get(STATE_KEY)
+        if not isinstance(state, WorkerState):
+            return "starting"
+        if state.applier.problem is not None:
+            return f"Postgres unreachable: {state.applier.problem}"
+        return None
+
+    async def _poll_iteration(self) -> None:
+        try:
+            if self.allow_pick_jobs and self.job_counter < self.max_jobs:
+                await self._claim_and_start()
+            for job_id, task in list(self.tasks.items()):
+                if task.done():
+                    del self.tasks[job_id]
+                    task.result()  # a bug in run_job must not pass silently
+            await self.heart_beat()
+        except REDIS_UNREACHABLE as e:
+            self._redis_failed(e)
+            await asyncio.sleep(min(MAX_REDIS_BACKOFF_S, 0.1 * 2 ** min(self._redis_failures, 6)))
+            return
+        if self._redis_problem is not None:
+            logger.info("Redis reachable again after %d failed polls", self._redis_failures)
+        self._redis_problem, self._redis_failures = None, 0
+        self._redis_ok_at = time.monotonic()
+        if self._renewing is None or self._renewing.done():
+            self._renewing = asyncio.create_task(self._renew_leases(), name="cohortsync-leases")
+
+    async def _claim_and_start(self) -> None:
+        room = self.max_jobs - self.job_counter
+        now_ms = int(time.time() * 1000)
+        offset, started = 0, 0
+        while room > started:
+            page = await self.pool.zrangebyscore(
+                self.queue_name, min="-inf", max=now_ms, start=offset, num=self.queue_read_limit
+            )
+            ids = [j.decode() for j in page]
+            for job in await self.leases.claim([j for j in ids if j not in self.tasks], room):
+                await self.sem.acquire()  # never waits: at most ``room`` ids were claimed
+                self.job_counter += 1
+                task = self.loop.create_task(self.run_job(job.job_id, job.score))
+                task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+                self.tasks[job.job_id] = task
+                started += 1
+            if len(page) < self.queue_read_limit:
+                break
+            offset += len(page)
+        if not started:
+            await asyncio.sleep(IDLE_POLL_DELAY_S - POLL_DELAY_S)
+
+    async def _renew_leases(self) -> None:
+        while True:
+            await asyncio.sleep(RENEW_EVERY_S)
+            running = [job_id for job_id, task in self.tasks.items() if not task.done()]
+            try:
+                await self.leases.renew(running)
+            except REDIS_UNREACHABLE as e:
+                # Renewed at the next turn; a lease that lapses meanwhile only means that
+                # another replica may run the job too, which versions make harmless.
+                self._redis_failed(e)
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        try:
+            await super().run_job(job_id, score)
+        except REDIS_UNREACHABLE as e:
+            # The job stays queued; its lease lapses and any replica runs it again.
+            self._redis_failed(e)
+        finally:
+            self._outcomes().pop(job_id, None)
+
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        outcome = self._outcomes().pop(job_id, None)
+        if finish and outcome is not None:
+            await self.leases.finish(job_id, *outcome)
+        else:
+            # Retried, cancelled, or (arq's own job timeout) failed without an outcome: the
+            # change goes back to the queue, never lost.
+            await self.leases.retry(
+                job_id, incr_score or (0 if not finish else UNFINISHED_DEFER_MS)
+            )
+
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        await super().finish_failed_job(job_id, result_data)
+        await self.leases.retry(job_id, 0)  # drops the lease; the job is gone from the queue
 
     async def record_health(self) -> None:
-        """arq's health key, and this replica's entry in the registry that readers count live
-        replicas from (``keys.WORKERS``), kept until two refreshes were missed."""
+        """arq's health key, this replica's entry in the registry that readers count live
+        replicas from (``keys.WORKERS``), kept until two refreshes were missed, and the rate it
+        enforces by default, which status reports when no override is set."""
         await super().record_health()
         now_s = time.time()
         if now_s - self._registered_at_s >= HEALTH_CHECK_INTERVAL_S:
             self._registered_at_s = now_s
             forget_at_ms = int((now_s + 2 * HEALTH_CHECK_INTERVAL_S + 1) * 1000)
-            await self.pool.zadd(keys.WORKERS, {self.health_check_key: forget_at_ms})
+            async with self.pool.pipeline(transaction=False) as pipe:
+                pipe.zadd(keys.WORKERS, {self.health_check_key: forget_at_ms})
+                if (state := self.ctx.get(STATE_KEY)) is not None:
+                    pipe.hset(keys.CONFIG, mapping=state.limiter.defaults_in_config())
+                await pipe.execute()
 
-    async def start_jobs(self, job_ids: list[bytes]) -> None:
-        room = self.max_jobs - self.job_counter
-        ids = [j.decode() for j in job_ids]
-        ids = [j for j in ids if j not in self.tasks][:room]
-        claimed: list[bytes] = []
-        if ids:
-            if self._claim is None:
-                self._claim = self.pool.register_script(source("claim"))
-            ttl_ms = int(self.in_progress_timeout_s * 1000)
-            claimed = await self._claim(
-                keys=[self.queue_name], args=[in_progress_key_prefix, ttl_ms, *ids]
-            )
-        if not claimed:
-            await asyncio.sleep(IDLE_POLL_DELAY_S - POLL_DELAY_S)
+    async def close(self) -> None:
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)  # as arq's own close: cancel what still runs
+        if self._renewing is not None:
+            self._renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewing
+        if not self._pool:
             return
-        for raw_id, score in zip(claimed[::2], claimed[1::2], strict=True):
-            job_id = raw_id.decode()
-            await self.sem.acquire()  # never waits: at most ``room`` ids were claimed
-            self.job_counter += 1
-            task = self.loop.create_task(self.run_job(job_id, int(float(score))))
-            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
-            self.tasks[job_id] = task
+        await asyncio.gather(*self.tasks.values())
+        try:
+            await self.pool.delete(self.health_check_key)
+        except REDIS_UNREACHABLE as e:
+            logger.warning("could not remove this replica's health key: %s", describe(e))
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        with warnings.catch_warnings():
+            # arq 0.28 closes its pool with redis-py's deprecated close().
+            warnings.filterwarnings("ignore", "Call to deprecated close", DeprecationWarning)
+            await self.pool.close(close_connection_pool=True)
+        self._pool = None
+
+    def _outcomes(self) -> dict[str, tuple[int, Outcome]]:
+        state = self.ctx.get(STATE_KEY)
+        return state.outcomes if isinstance(state, WorkerState) else {}
+
+    def _redis_failed(self, error: BaseException) -> None:
+        self._redis_failures += 1
+        if self._redis_problem is None:
+            logger.warning("Redis unreachable, retrying with back-off: %s", describe(error))
+        self._redis_problem = describe(error)
 
 
-def create_worker(settings: Settings, **overrides: Any) -> Worker:
+def create_worker(settings: Settings, **overrides: Any) -> ChangeWorker:
     """An arq ``Worker`` that dispatches backlogs and applies changes; ``overrides`` go to arq."""
 
     async def on_startup(ctx: dict[str, Any]) -> None:
@@ -154,7 +295,4 @@ async def stop_worker(worker: Worker, run: asyncio.Task[None], *, grace_s: float
         await asyncio.wait(running, timeout=0.05)
     run.cancel()
     await asyncio.wait([run])
-    with warnings.catch_warnings():
-        # arq 0.28 closes its pool with redis-py's deprecated close().
-        warnings.filterwarnings("ignore", "Call to deprecated close", DeprecationWarning)
-        await worker.close()
+    await worker.close()

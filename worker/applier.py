@@ -5,19 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from typing import Any, NamedTuple
 
-from redis.asyncio import Redis
-
-from schemas import keys
 from schemas.jobs import Change
-from worker.errors import describe, is_transient
+from worker.errors import backoff_s, describe, is_transient
 
 logger = logging.getLogger(__name__)
 
 # A change wins only over an older stored version, and only while its audience is live and was
-# not cleared at or after its version. Rows are locked in one order, so concurrent batches and
+# not cleared at or after its version. The same version again is the same change re-run (its
+# job ran before and the replica died before finishing it): written again, so it counts as
+# applied, not as stale. Rows are locked in one order, so concurrent batches and
 # clears never wait for each other in a cycle: membership rows by key (ORDER BY), then the
 # audience rows by id (the locking sub-select; left to the planner, a set of audiences is
 # walked in hash order, which differs from one set to another).
@@ -32,7 +30,7 @@ WITH applied AS (
     ORDER BY u.audience_id, u.profile_id
     ON CONFLICT (audience_id, profile_id) DO UPDATE
         SET member = EXCLUDED.member, version = EXCLUDED.version, updated_at = now()
-        WHERE m.version < EXCLUDED.version
+        WHERE m.version <= EXCLUDED.version
     RETURNING m.audience_id, m.profile_id
 ), touched AS (
     UPDATE audiences SET last_update = now()
@@ -48,8 +46,10 @@ Key = tuple[int, str]
 
 # Batches committing at once; a batch that is due meanwhile goes when one of them is done.
 MAX_IN_FLIGHT = 2
-# The applied/dropped counters are written at most this often (they feed dashboards).
-COUNTS_EVERY_S = 0.05
+# While Postgres is away a batch is retried in place; say so once per this interval.
+RETRY_LOG_INTERVAL_S = 10.0
+# Longest pause between two tries of a batch while Postgres is away.
+MAX_RETRY_S = 5.0
 
 
 class _Waiting(NamedTuple):
@@ -62,24 +62,24 @@ class Applier:
 
     Calls arriving together are flushed as one batch after ``delay_s`` or at ``max_rows``,
     whichever comes first (later while ``MAX_IN_FLIGHT`` batches are committing); each caller
-    returns once its batch committed and gets the batch's error if it did not.
+    returns once its batch committed. A transient failure (Postgres restarting, a connection
+    reset, a deadlock) is retried in place with back-off for as long as any caller still waits,
+    so an outage costs no rate-limit slots and no dead letters; a permanent one fails only the
+    rows that cause it.
     """
 
-    def __init__(self, pool: Any, redis: Redis, *, max_rows: int, delay_s: float) -> None:
+    def __init__(self, pool: Any, *, max_rows: int, delay_s: float) -> None:
         self._pool = pool
-        self._redis = redis
         self._max_rows = max_rows
         self._delay_s = delay_s
         self._pending: list[_Waiting] = []
         self._timer: asyncio.TimerHandle | None = None
         self._due = False
         self._flushes: set[asyncio.Task[None]] = set()
-        # Connections kept between batches: taking one from the pool costs more than the batch.
-        self._idle: list[Any] = []
-        # Counters gather here between writes.
-        self._counts: Counter[tuple[int, str]] = Counter()
-        self._counting: asyncio.Task[None] | None = None
+        self._last_retry_log = 0.0
         self.statements = 0
+        # The transient failure batches are being retried for, while they are.
+        self.problem: str | None = None
 
     async def apply(self, change: Change) -> bool:
         loop = asyncio.get_running_loop()
@@ -97,10 +97,6 @@ class Applier:
         while self._pending or self._flushes:
             self._flush()
             await asyncio.gather(*self._flushes, return_exceptions=True)
-        if self._counting is not None:
-            await self._counting
-        while self._idle:
-            await self._pool.release(self._idle.pop())
 
     def _flush(self) -> None:
         if self._timer is not None:
@@ -135,7 +131,7 @@ class Applier:
             if best is None or w.change.version > best.change.version:
                 winners[key] = w
         try:
-            applied = await self._upsert([w.change for w in winners.values()])
+            applied = await self._upsert_retrying(batch, [w.change for w in winners.values()])
         except Exception as e:
             if is_transient(e) or len(winners) == 1:
                 _fail(batch, e)
@@ -144,54 +140,57 @@ class Applier:
             applied = set()
             for key, w in winners.items():
                 try:
-                    applied |= await self._upsert([w.change])
+                    applied |= await self._upsert_retrying([w], [w.change])
                 except Exception as row_error:
                     _fail([x for x in batch if _key(x) == key], row_error)
         for w in batch:
             if w.done.done():
                 continue
-            won = winners[_key(w)] is w and _key(w) in applied
-            w.done.set_result(won)
-            self._counts[w.change.audience_id, "applied" if won else "dropped"] += 1
-        if self._counts and (self._counting is None or self._counting.done()):
-            self._counting = asyncio.create_task(self._write_counts())
+            w.done.set_result(winners[_key(w)] is w and _key(w) in applied)
+
+    async def _upsert_retrying(self, waiting: list[_Waiting], changes: list[Change]) -> set[Key]:
+        """``_upsert``, retried while its failure is transient and a caller still waits;
+        raises a permanent failure, or the transient one once every caller has gone."""
+        failures = 0
+        while True:
+            try:
+                applied = await self._upsert(changes)
+            except Exception as e:
+                if not is_transient(e) or all(w.done.done() for w in waiting):
+                    raise
+                self.problem = describe(e)
+                failures += 1
+                now = time.monotonic()
+                if now - self._last_retry_log >= RETRY_LOG_INTERVAL_S:
+                    self._last_retry_log = now
+                    logger.warning(
+                        "a batch of %d changes is retried with back-off: %s",
+                        len(changes),
+                        describe(e),
+                    )
+                await asyncio.sleep(min(backoff_s(failures), MAX_RETRY_S))
+            else:
+                self.problem = None
+                return applied
 
     async def _upsert(self, changes: list[Change]) -> set[Key]:
         self.statements += 1
-        conn = self._idle.pop() if self._idle else await self._pool.acquire()
-        try:
-            rows = await conn.fetch(
-                UPSERT,
-                [c.audience_id for c in changes],
-                [c.profile_id for c in changes],
-                [c.member for c in changes],
-                [c.version for c in changes],
-            )
-        except BaseException:
-            # The pool closes a broken connection and opens a fresh one when next asked.
-            await self._pool.release(conn)
-            raise
-        self._idle.append(conn)
-        return {(r[0], r[1]) for r in rows}
-
-    async def _write_counts(self) -> None:
-        while self._counts:
-            counts, self._counts = self._counts, Counter()
+        # A connection of its own for each statement: one that failed mid-statement is closed,
+        # never handed to the next batch in an unknown state.
+        async with self._pool.acquire() as conn:
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for (audience_id, field), n in counts.items():
-                        pipe.hincrby(keys.stats_key(audience_id), field, n)
-                    applied = sum(n for (_, field), n in counts.items() if field == "applied")
-                    if applied:
-                        # The measured rate (cohortsync-admin status, /v1/status) sums these.
-                        second = keys.applied_second_key(int(time.time()))
-                        pipe.incrby(second, applied)
-                        pipe.expire(second, keys.APPLIED_SECOND_TTL_S)
-                    await pipe.execute()
-            except Exception as e:
-                # Counters feed dashboards; the rows are committed, so the jobs still succeed.
-                logger.warning("could not update applied/dropped counters: %s", describe(e))
-            await asyncio.sleep(COUNTS_EVERY_S)
+                rows = await conn.fetch(
+                    UPSERT,
+                    [c.audience_id for c in changes],
+                    [c.profile_id for c in changes],
+                    [c.member for c in changes],
+                    [c.version for c in changes],
+                )
+            except BaseException as e:
+                if not isinstance(e, Exception) or is_transient(e):
+                    conn.terminate()
+                raise
+        return {(r[0], r[1]) for r in rows}
 
 
 def _key(w: _Waiting) -> Key:

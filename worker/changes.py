@@ -38,10 +38,12 @@ _encode = msgspec.json.Encoder().encode
 async def apply_change(
     ctx: JobContext, audience_id: int, profile_id: str, member: bool, version: int
 ) -> bool:
-    """Apply one change; True if it changed the stored state, False if it was stale or dead.
+    """Apply one change; True if the stored state is this change, False if it was stale or dead.
 
     Transient failures raise ``arq.Retry`` with back-off; arq never gives up on them
-    (``max_tries`` is effectively unbounded). Permanent ones go to ``cs:dead`` once.
+    (``max_tries`` is effectively unbounded). Permanent ones go to ``cs:dead`` once, with the
+    reason. The outcome is left in ``state.outcomes`` for the worker, which counts it when it
+    finishes the job (a re-run of a job whose change was committed finds it stored: applied).
     """
     state = ctx["cohortsync"]
     args = [audience_id, profile_id, member, version]
@@ -69,8 +71,10 @@ async def apply_change(
         )
         await _dead_letter(ctx, args, e)
         state.metrics.dropped["dead_letter"] += 1
+        state.outcomes[ctx["job_id"]] = (audience_id, "dead")
         _log_finished(ctx, audience_id, "dead_letter")
         return False
+    state.outcomes[ctx["job_id"]] = (audience_id, "applied" if applied else "dropped")
     latency_s = _log_finished(ctx, audience_id, "applied" if applied else "stale")
     if applied:
         state.metrics.applied += 1

@@ -13,6 +13,9 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     OSError,  # includes ConnectionError and TimeoutError (asyncio's too, since 3.11)
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,  # connection closed or released under us, pool closing
+    # The client's own state machine after a connection broke mid-statement ("cannot switch to
+    # state 12; another operation is in progress"): the next connection works.
+    asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.TransactionRollbackError,  # serialization failure, deadlock
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now, cancelled
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full

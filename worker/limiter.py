@@ -60,6 +60,11 @@ class Limiter:
         self.calls = 0
         self._unlimited_until = 0.0
 
+    def defaults_in_config(self) -> dict[str, int]:
+        """This replica's own rate and burst, as published in ``keys.CONFIG`` for status."""
+        rate, burst = self._defaults
+        return {keys.CONFIG_WORKERS_RATE: rate, keys.CONFIG_WORKERS_BURST: burst}
+
     async def reserve(self, n: int) -> Grant:
         """Reserve ``n`` consecutive slots in one round trip (the caller must honour them)."""
         first_us, interval_us, rate = await self._script(

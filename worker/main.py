@@ -33,7 +33,8 @@ USED_SETTINGS = {
     "rate_burst": "changes allowed beyond the steady rate",
     "queue_name": "arq queue name",
     "worker_max_jobs": "concurrent jobs in this replica",
-    "job_timeout_s": "a job running longer is re-run",
+    "job_timeout_s": "longest run of one job, its wait for a rate slot included (a job whose "
+    "replica died is re-run within seconds, by its lease, not after this)",
     "dispatch_watermark": "most ready jobs on arq's queue",
     "dispatch_batch": "jobs one dispatch call creates",
     "dispatch_quantum": "entries per audience per round-robin turn",
@@ -103,14 +104,16 @@ async def serve(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    def alive() -> bool:
-        return not run.done() and STATE_KEY in worker.ctx
+    def health() -> str | None:
+        if run.done():
+            return "worker stopped"
+        return worker.health_problem()
 
     async def metrics() -> str:
         state: WorkerState = worker.ctx[STATE_KEY]
         return await render(state.metrics, state.redis, settings)
 
-    http = probe.Probe(alive, metrics)
+    http = probe.Probe(health, metrics)
     if settings.worker_metrics_port:
         await http.start(settings.http_host, settings.worker_metrics_port)
     replica = replica_name()

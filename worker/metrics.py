@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from schemas.lua import source
 from schemas.settings import Settings
-from schemas.status import parse_snapshot, snapshot_args, snapshot_keys
+from schemas.status import DEAD_LETTERS_HELP, parse_snapshot, snapshot_args, snapshot_keys
 
 # From acceptance at the edge to committed in Postgres: seconds when idle, hours behind a backlog.
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600)
@@ -100,6 +100,8 @@ async def queue_lines(redis: Redis, settings: Settings) -> list[str]:
     out.append(f"cohortsync_rate_limit_per_minute {rate_per_minute}")
     out += _header("cohortsync_workers_live", "gauge", "Worker replicas alive now.")
     out.append(f"cohortsync_workers_live {snapshot.workers_live}")
+    out += _header("cohortsync_dead_letters", "gauge", DEAD_LETTERS_HELP)
+    out.append(f"cohortsync_dead_letters {snapshot.dead_letters}")
     return out
 
 

@@ -18,10 +18,13 @@ CHECK_TIMEOUT_S = 5.0
 
 
 class Probe:
-    """Serves ``/healthz`` (200 while ``alive()``) and ``/metrics`` (``metrics()``'s text)."""
+    """Serves ``/healthz`` (200 while ``health()`` finds no problem, else 503 with it) and
+    ``/metrics`` (``metrics()``'s text)."""
 
-    def __init__(self, alive: Callable[[], bool], metrics: Callable[[], Awaitable[str]]) -> None:
-        self._alive = alive
+    def __init__(
+        self, health: Callable[[], str | None], metrics: Callable[[], Awaitable[str]]
+    ) -> None:
+        self._health = health
         self._metrics = metrics
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
@@ -42,9 +45,10 @@ class Probe:
         await self._runner.cleanup()
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        if self._alive():
+        problem = self._health()
+        if problem is None:
             return web.Response(text="ok\n")
-        return web.Response(status=503, text="worker not running\n")
+        return web.Response(status=503, text=f"unhealthy: {problem}\n")
 
     async def _serve_metrics(self, request: web.Request) -> web.Response:
         try:

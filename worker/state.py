@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypedDict
 
@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from schemas.settings import Settings
 from worker.applier import Applier
 from worker.dispatcher import Dispatcher
+from worker.leases import Outcome
 from worker.limiter import Limiter
 from worker.metrics import WorkerMetrics
 
@@ -29,6 +30,9 @@ class WorkerState:
     applier: Applier
     dispatcher: Dispatcher | None
     metrics: WorkerMetrics
+    # Job id -> (audience, outcome) of a job that ran to its end, until the worker finishes the
+    # job in Redis and counts the outcome in the same step (worker.leases).
+    outcomes: dict[str, tuple[int, Outcome]] = field(default_factory=dict)
 
     @classmethod
     async def open(cls, settings: Settings, redis: Redis, *, dispatch: bool = True) -> WorkerState:
@@ -45,7 +49,6 @@ class WorkerState:
         )
         applier = Applier(
             db,
-            redis,
             max_rows=settings.group_commit_max_rows,
             delay_s=settings.group_commit_delay_ms / 1000,
         )

@@ -3,30 +3,35 @@
 -- Every call is O(1) or O(log n) per audience reported and per worker replica: nothing here
 -- grows with the backlog.
 -- KEYS[1] backlog total, KEYS[2] arq queue (sorted set), KEYS[3] config hash, KEYS[4] active
--- list, KEYS[5] worker registry (sorted set).
+-- list, KEYS[5] worker registry (sorted set), KEYS[6] leases (sorted set), KEYS[7] dead letters.
 -- ARGV[1] now in ms on the caller's clock (arq scores jobs with its own), ARGV[2] backlog key
 -- prefix, ARGV[3] stats key prefix, ARGV[4] applied-per-second key prefix, ARGV[5] now in whole
 -- seconds, ARGV[6] measuring window in seconds, then audience ids to report besides the active
 -- ones.
 -- Health and backlog keys are derived here, so this script assumes a single Redis node.
--- Returns {backlog total, due jobs, deferred jobs, rate override or '', live replicas, jobs
--- running, applied in the window, {{audience, backlog, accepted, applied, dropped}, ...}}.
+-- Returns {backlog total, due jobs, deferred jobs, rate in force or '', live replicas, jobs
+-- running, applied in the window, dead letters, {{audience, backlog, accepted, applied, dropped,
+-- dead}, ...}}.
 local now_ms = ARGV[1]
 local backlog = tonumber(redis.call('GET', KEYS[1]) or '0')
 local due = redis.call('ZCOUNT', KEYS[2], '-inf', now_ms)
 local deferred = redis.call('ZCOUNT', KEYS[2], '(' .. now_ms, '+inf')
-local rate = redis.call('HGET', KEYS[3], 'rate_per_minute') or ''
+-- The override of cohortsync-admin set-rate, else the rate the workers were started with.
+local cfg = redis.call('HMGET', KEYS[3], 'rate_per_minute', 'workers_rate_per_minute')
+local rate = cfg[1] or cfg[2] or ''
 
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. now_ms)
-local live, running = 0, 0
+local live = 0
 for _, health_key in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
-  -- arq's status line: "... j_ongoing=<jobs running in that replica> queued=<n>".
-  local info = redis.call('GET', health_key)
-  if info then
+  if redis.call('EXISTS', health_key) == 1 then
     live = live + 1
-    running = running + tonumber(string.match(info, 'j_ongoing=(%d+)') or '0')
   end
 end
+-- Running: jobs under a lease that has not lapsed (Redis clock, as the leases are written), so a
+-- dead replica's jobs stay in flight until their lease lapses and another replica takes them.
+local t = redis.call('TIME')
+local running = redis.call('ZCOUNT', KEYS[6], '(' .. (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)), '+inf')
+local dead = redis.call('LLEN', KEYS[7])
 
 local applied = 0
 local now_s = tonumber(ARGV[5])
@@ -41,13 +46,14 @@ local function report(audience)
     return
   end
   seen[audience] = true
-  local counts = redis.call('HMGET', ARGV[3] .. audience, 'accepted', 'applied', 'dropped')
+  local counts = redis.call('HMGET', ARGV[3] .. audience, 'accepted', 'applied', 'dropped', 'dead')
   audiences[#audiences + 1] = {
     audience,
     redis.call('LLEN', ARGV[2] .. audience),
     counts[1] or '0',
     counts[2] or '0',
     counts[3] or '0',
+    counts[4] or '0',
   }
 end
 for _, audience in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do
@@ -56,4 +62,4 @@ end
 for i = 7, #ARGV do
   report(ARGV[i])
 end
-return {backlog, due, deferred, rate, live, running, applied, audiences}
+return {backlog, due, deferred, rate, live, running, applied, dead, audiences}

@@ -1,0 +1,30 @@
+-- End one run of a change's job, and count its outcome in the same step, exactly once per job:
+-- only the run that deletes the job's key counts, so a job re-run after its holder died (or
+-- run twice after a lease lapsed) never counts twice, and a crash before this step counts
+-- nothing (the job runs again and is counted then).
+-- KEYS[1] arq queue, KEYS[2] leases, KEYS[3] job key, KEYS[4] arq retry key, KEYS[5] the
+-- audience's stats hash, KEYS[6] this second's applied counter.
+-- ARGV[1] job id, ARGV[2] 'done' or 'retry', ARGV[3] outcome for 'done' (applied, dropped or
+-- dead), ARGV[4] ms to push a retried job's score back, ARGV[5] TTL of the applied counter (s).
+-- Returns 1 if this run counted the outcome (or re-queued the job), else 0.
+local id = ARGV[1]
+redis.call('ZREM', KEYS[2], id)
+if ARGV[2] == 'retry' then
+  -- Only while still queued: a job finished by another run must not come back as a ghost.
+  if redis.call('ZSCORE', KEYS[1], id) then
+    redis.call('ZINCRBY', KEYS[1], tonumber(ARGV[4]), id)
+    return 1
+  end
+  return 0
+end
+redis.call('ZREM', KEYS[1], id)
+redis.call('DEL', KEYS[4])
+if redis.call('DEL', KEYS[3]) == 0 then
+  return 0
+end
+redis.call('HINCRBY', KEYS[5], ARGV[3], 1)
+if ARGV[3] == 'applied' then
+  redis.call('INCR', KEYS[6])
+  redis.call('EXPIRE', KEYS[6], tonumber(ARGV[5]))
+end
+return 1

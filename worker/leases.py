@@ -1,0 +1,83 @@
+"""Leases on running jobs: claim, renew and finish, each one script call built and parsed here.
+
+A replica holds each job it runs by a short lease (``LEASE_S``) that it renews while the job
+runs; a replica that dies stops renewing, and its jobs are claimable by any other within one
+lease, however long ``COHORTSYNC_JOB_TIMEOUT_S`` is. Finishing a job counts its outcome in
+the same step, once per job whichever run finishes it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal, NamedTuple
+
+from redis.asyncio import Redis
+
+from schemas import keys
+from schemas.lua import source
+
+# Short enough that a dead replica's jobs run again within seconds; renewed four times per
+# lease, so a replica keeps its jobs through a Redis hiccup or event-loop stall of seconds.
+LEASE_S = 10.0
+RENEW_EVERY_S = LEASE_S / 4
+
+Outcome = Literal["applied", "dropped", "dead"]
+
+
+class Claimed(NamedTuple):
+    job_id: str
+    score: int
+
+
+class Leases:
+    """The lease scripts of one queue, registered once per Redis client."""
+
+    def __init__(self, redis: Redis, queue_name: str) -> None:
+        self._claim = redis.register_script(source("claim"))
+        self._renew = redis.register_script(source("renew"))
+        self._finish = redis.register_script(source("finish"))
+        self._queue = queue_name
+
+    async def claim(self, job_ids: list[str], room: int) -> list[Claimed]:
+        """Lease up to ``room`` of ``job_ids`` (oldest first) that are due and held by none."""
+        if not job_ids or room <= 0:
+            return []
+        reply = await self._claim(
+            keys=[self._queue, keys.LEASES], args=[room, int(LEASE_S * 1000), *job_ids]
+        )
+        return [
+            Claimed(raw.decode(), int(float(score)))
+            for raw, score in zip(reply[::2], reply[1::2], strict=True)
+        ]
+
+    async def renew(self, job_ids: list[str]) -> int:
+        if not job_ids:
+            return 0
+        renewed: int = await self._renew(keys=[keys.LEASES], args=[int(LEASE_S * 1000), *job_ids])
+        return renewed
+
+    async def finish(self, job_id: str, audience_id: int, outcome: Outcome) -> bool:
+        """Remove the job and count ``outcome``; False if another run had finished it."""
+        counted: int = await self._finish(
+            keys=self._finish_keys(job_id, audience_id),
+            args=[job_id, "done", outcome, 0, keys.APPLIED_SECOND_TTL_S],
+        )
+        return bool(counted)
+
+    async def retry(self, job_id: str, defer_ms: int) -> bool:
+        """Give the job back to the queue, due ``defer_ms`` later than it was."""
+        requeued: int = await self._finish(
+            keys=self._finish_keys(job_id, 0),
+            args=[job_id, "retry", "", defer_ms, keys.APPLIED_SECOND_TTL_S],
+        )
+        return bool(requeued)
+
+    def _finish_keys(self, job_id: str, audience_id: int) -> list[str]:
+        return [
+            self._queue,
+            keys.LEASES,
+            keys.ARQ_JOB_PREFIX + job_id,
+            keys.ARQ_RETRY_PREFIX + job_id,
+            keys.stats_key(audience_id),
+            keys.applied_second_key(int(time.time())),
+        ]
