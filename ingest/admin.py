@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ingest import simulate, status
+from ingest import deadletters, simulate, status
 from ingest.auth import SCOPES
 from ingest.migrate import migrate
 from ingest.progress import duration
@@ -233,11 +233,12 @@ def format_status(found: Status, queue_name: str) -> str:
             f"{a.applied:,}",
             f"{a.total:,}",
             f"{a.dropped:,}",
+            f"{a.dead_lettered:,}",
             _eta(a.eta_seconds, a.pending),
         ]
         for a in found.audiences
     ]
-    headers = ["audience", "name", "pending", "applied", "total", "dropped", "eta"]
+    headers = ["audience", "name", "pending", "applied", "total", "dropped", "dead", "eta"]
     lines = [_table(headers, rows, numeric_from=2) if rows else "no live audiences", ""]
     q, rate = found.queue_depth, found.rate
     limit = f"{rate.configured_per_minute:,}/min" if rate.configured_per_minute else "none"
@@ -249,7 +250,45 @@ def format_status(found: Status, queue_name: str) -> str:
         f"workers alive: {found.workers_live}",
         f"pending: {pending:,} changes, all applied in {_eta(found.eta_seconds, pending)}",
     ]
+    if found.dead_letters:
+        lines.append(
+            f"dead letters: {found.dead_letters:,} changes failed permanently "
+            f"(see {PROG} dead-letters list)"
+        )
     return "\n".join(lines)
+
+
+async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    client = _redis(settings.redis_url)
+    try:
+        if args.action == "replay":
+            replayed, malformed = await deadletters.replay(client, args.audience)
+            scope = f" of audience {args.audience}" if args.audience is not None else ""
+            print(
+                f"re-queued {replayed:,} dead-lettered changes{scope} with their original "
+                "versions (a newer change or a clear still wins)"
+            )
+            if malformed:
+                print(f"left {malformed:,} letters that hold no change (see dead-letters list)")
+            return 0
+        found = await deadletters.summarize(client)
+    finally:
+        await client.aclose()
+    if not found.letters:
+        print("no dead letters")
+        return 0
+    oldest = _when(datetime.fromtimestamp(found.oldest_ms / 1000, UTC)) if found.oldest_ms else "?"
+    lines = [f"{found.letters:,} dead letters, the oldest failed at {oldest}", ""]
+    reasons = [[f"{n:,}", _clip(reason, 90)] for reason, n in found.reasons.most_common(20)]
+    lines += [_table(["changes", "reason"], reasons), ""]
+    audiences = [[str(a), f"{n:,}"] for a, n in found.per_audience.most_common(20)]
+    if audiences:
+        lines.append(_table(["audience", "changes"], audiences, numeric_from=1))
+    if found.malformed:
+        lines.append(f"{found.malformed:,} letters hold no change and cannot be replayed")
+    lines.append(f"replay with: {PROG} dead-letters replay [--audience ID]")
+    print("\n".join(lines))
+    return 0
 
 
 def _eta(seconds: float | None, pending: int) -> str:
@@ -305,6 +344,7 @@ COMMANDS: dict[str, Command] = {
     "list-keys": _list_keys,
     "set-rate": _set_rate,
     "status": _status,
+    "dead-letters": _dead_letters,
     "simulate": simulate.command,
 }
 
@@ -391,6 +431,18 @@ def build_parser() -> argparse.ArgumentParser:
         "worker replicas, and the time until everything pending is applied.",
     )
     p.add_argument("--json", action="store_true", help="print /v1/status's JSON instead")
+    p = sub.add_parser(
+        "dead-letters",
+        help="list or replay changes that failed permanently",
+        description="A change that fails for a permanent reason (never for an outage) is kept "
+        "in Redis with the reason. list: how many, why, the oldest, per audience. replay: put "
+        "them back on their audiences' backlogs with their original versions, so a replayed "
+        "change never overrides a newer one, and a clear since then still removes it.",
+    )
+    p.add_argument("action", choices=["list", "replay"], help="list (default) or replay")
+    p.add_argument(
+        "--audience", metavar="ID", type=_non_negative, help="replay only this audience's changes"
+    )
     simulate.add_arguments(
         sub.add_parser(
             "simulate",

@@ -19,6 +19,15 @@ class Change(msgspec.Struct, array_like=True, frozen=True):
     version: int
 
 
+class DeadLetter(msgspec.Struct, rename="camel", frozen=True):
+    """An entry of ``cs:dead`` (JSON): the job's arguments as queued, and why they failed."""
+
+    job_id: str
+    args: list[Any]
+    error: str
+    failed_at_ms: int
+
+
 def serialize_job(job: dict[str, Any]) -> bytes:
     """arq ``job_serializer``: the job dict (``t f a k et``) as msgpack."""
     return _encoder.encode(job)

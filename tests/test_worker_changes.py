@@ -14,11 +14,11 @@ import redis.asyncio as aioredis
 from arq import Retry
 
 from schemas import keys
-from schemas.jobs import Change
+from schemas.jobs import Change, DeadLetter
 from schemas.settings import Settings
 from tests.tcp_proxy import TcpProxy
 from tests.worker_support import memberships, new_audience
-from worker.changes import DeadLetter, apply_change
+from worker.changes import apply_change
 from worker.state import JobContext, WorkerState
 
 
@@ -150,7 +150,7 @@ async def test_postgres_away_keeps_the_batch_and_commits_when_it_is_back(
     finally:
         await state.close()
         await proxy.down()
-    assert await redis.llen(keys.DEAD_LETTERS) == 0  # type: ignore[misc]
+    assert await redis.llen(keys.DEAD_LETTERS) == 0
     assert await memberships(db, a) == {"p": (True, 1)}
     assert state.outcomes == {"cs:test": (a, "applied")}
 

@@ -11,7 +11,7 @@ import msgspec
 from arq import Retry
 
 from schemas import keys
-from schemas.jobs import Change
+from schemas.jobs import Change, DeadLetter
 from worker import logs
 from worker.errors import backoff_s, describe, is_transient
 from worker.state import JobContext
@@ -21,15 +21,6 @@ logger = logging.getLogger(__name__)
 # While Postgres or Redis is down every job fails the same way; say so once per interval.
 TRANSIENT_LOG_INTERVAL_S = 10.0
 _last_transient_log = 0.0
-
-
-class DeadLetter(msgspec.Struct, rename="camel", frozen=True):
-    """An entry of ``cs:dead`` (JSON): the job's arguments as queued, and why they failed."""
-
-    job_id: str
-    args: list[Any]
-    error: str
-    failed_at_ms: int
 
 
 _encode = msgspec.json.Encoder().encode

@@ -1,0 +1,112 @@
+"""``cohortsync-admin dead-letters``: what failed for good, and putting it back in the queue."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import NamedTuple
+
+import msgspec
+import redis.asyncio as aioredis
+
+from schemas import keys
+from schemas.jobs import Change, DeadLetter
+from schemas.lua import source
+
+# Letters read from Redis per round trip, and re-queued per script call.
+CHUNK = 1000
+
+_decode = msgspec.json.Decoder(DeadLetter).decode
+
+
+class Letter(NamedTuple):
+    raw: bytes
+    letter: DeadLetter
+    # None when the stored arguments are not a change (they can never be replayed).
+    change: Change | None
+
+
+class Summary(NamedTuple):
+    letters: int
+    reasons: Counter[str]
+    per_audience: Counter[int]
+    oldest_ms: int | None
+    malformed: int
+
+
+async def letters(redis: aioredis.Redis) -> AsyncIterator[Letter]:
+    """Every dead letter, oldest first, read in chunks."""
+    start = 0
+    while True:
+        chunk: list[bytes] = await redis.lrange(keys.DEAD_LETTERS, start, start + CHUNK - 1)  # type: ignore[misc]
+        for raw in chunk:
+            try:
+                letter = _decode(raw)
+            except msgspec.DecodeError:
+                letter = DeadLetter("?", [], "unreadable dead letter", 0)
+            try:
+                change: Change | None = msgspec.convert(letter.args, Change)
+            except msgspec.ValidationError:
+                change = None
+            yield Letter(raw, letter, change)
+        if len(chunk) < CHUNK:
+            return
+        start += CHUNK
+
+
+async def summarize(redis: aioredis.Redis) -> Summary:
+    reasons: Counter[str] = Counter()
+    per_audience: Counter[int] = Counter()
+    oldest: int | None = None
+    count = malformed = 0
+    async for found in letters(redis):
+        count += 1
+        reasons[found.letter.error] += 1
+        if found.change is None:
+            malformed += 1
+        else:
+            per_audience[found.change.audience_id] += 1
+        if found.letter.failed_at_ms and (oldest is None or found.letter.failed_at_ms < oldest):
+            oldest = found.letter.failed_at_ms
+    return Summary(count, reasons, per_audience, oldest, malformed)
+
+
+async def replay(redis: aioredis.Redis, audience_id: int | None = None) -> tuple[int, int]:
+    """Re-queue the dead letters (of one audience, or all) with their original versions;
+    returns (changes re-queued, letters left because they hold no change)."""
+    script = redis.register_script(source("replay"))
+    groups: dict[int, list[tuple[bytes, str]]] = {}
+    pending = replayed = malformed = 0
+
+    async def flush() -> int:
+        nonlocal groups, pending
+        if not groups:
+            return 0
+        script_keys = [keys.DEAD_LETTERS, keys.ACTIVE_LIST, keys.ACTIVE_SET, keys.BACKLOG_TOTAL]
+        args: list[str | int | bytes] = [len(groups)]
+        for audience, entries in groups.items():
+            script_keys += [keys.backlog_key(audience), keys.stats_key(audience)]
+            args += [audience, len(entries)]
+            for raw, entry in entries:
+                args += [raw, entry]
+        groups, pending = {}, 0
+        done: int = await script(keys=script_keys, args=args)
+        return done
+
+    # Read everything first: replaying removes letters, which would shift the pages being read.
+    found_all = [found async for found in letters(redis)]
+    for found in found_all:
+        change = found.change
+        if change is None:
+            malformed += 1
+            continue
+        if audience_id is not None and change.audience_id != audience_id:
+            continue
+        action: keys.Action = "add" if change.member else "delete"
+        entry = keys.encode_entry(action, change.profile_id, change.version)
+        groups.setdefault(change.audience_id, []).append((found.raw, entry))
+        pending += 1
+        if pending >= CHUNK:
+            replayed += await flush()
+    replayed += await flush()
+    return replayed, malformed
