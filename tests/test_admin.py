@@ -121,7 +121,7 @@ async def test_status_shows_live_audiences_and_queue(
     assert run.code == 0, run.err
     rows = {line.split()[0]: line.split() for line in run.out.splitlines() if line.strip()}
     # pending: 3 in the backlog and 1 dispatched but not applied; 4 at 1000/min take 0.24 s.
-    assert rows[str(live)] == [str(live), "Binge", "watchers", "4", "6", "10", "0", "0", "s"]
+    assert rows[str(live)] == [str(live), "Binge", "watchers", "4", "6", "10", "0", "0", "0", "s"]
     assert "Gone" not in run.out
     assert f"backlog 3, ready 2, in flight 0, deferred 0 (arq queue {queue})" in run.out
 

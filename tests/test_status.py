@@ -199,8 +199,8 @@ async def test_admin_status_prints_the_same_numbers(
     assert table.code == 0, table.err
     rows = {line.split()[0]: line.split() for line in table.out.splitlines() if line.strip()}
     # Small: 20 at 500/min = 2.4 s; Big: then 580 at 1000/min = 34.8 s more.
-    assert rows[str(big)] == [str(big), "Big", "cohort", "600", "0", "600", "0", "37", "s"]
-    assert rows[str(small)] == [str(small), "Small", "cohort", "20", "0", "20", "0", "2", "s"]
+    assert rows[str(big)] == [str(big), "Big", "cohort", "600", "0", "600", "0", "0", "37", "s"]
+    assert rows[str(small)] == [str(small), "Small", "cohort", "20", "0", "20", "0", "0", "2", "s"]
     assert "queue: backlog 620, ready 0, in flight 0, deferred 0" in table.out
     assert "rate: limit 1,000/min, applied in the last minute 0; workers alive: 0" in table.out
     assert "pending: 620 changes, all applied in 37 s" in table.out
