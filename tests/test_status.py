@@ -205,3 +205,17 @@ async def test_admin_status_prints_the_same_numbers(
     assert "rate: limit 1,000/min, applied in the last minute 0; workers alive: 0" in table.out
     assert "pending: 620 changes, all applied in 37 s" in table.out
     assert served["etaSeconds"] == pytest.approx(37.2)
+
+
+async def test_the_rate_shown_is_the_one_the_workers_enforce(
+    settings: Settings, admin: Admin, redis: aioredis.Redis
+) -> None:
+    # The worker runs at 30,000/min; whoever reads status has the default 1,000 in its
+    # environment, and must still see 30,000 (it saw 1,000: an ETA 30 times too long).
+    async with running_worker(settings.with_changes(rate_limit_per_minute=30_000), redis):
+        table = await admin("status")
+        assert table.code == 0, table.err
+        assert "rate: limit 30,000/min" in table.out
+        assert (await admin("set-rate", "6000")).code == 0
+        as_json = msgspec.json.decode((await admin("status", "--json")).out)
+        assert as_json["rate"]["configuredPerMinute"] == 6000
