@@ -16,11 +16,12 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from ingest import status
+from ingest.connections import Connections
 from ingest.state import SCRIPTS, SETTINGS
 from schemas.status import DEAD_LETTERS_HELP, QueueSnapshot
 
@@ -62,6 +63,39 @@ class EdgeMetrics:
             "Membership changes accepted into the backlog.",
             registry=self.registry,
         )
+        # Each listener's connection bounds (ingest.connections), by name: public, ops.
+        self.listeners: dict[str, Connections] = {}
+        self.registry.register(ConnectionCollector(self.listeners))
+
+
+class ConnectionCollector(Collector):
+    """Open connections and what the bounds refused or closed, per listener."""
+
+    def __init__(self, listeners: dict[str, Connections]) -> None:
+        self._listeners = listeners
+
+    def collect(self) -> Iterator[Metric]:
+        open_now = GaugeMetricFamily(
+            "cohortsync_http_connections_open", "Open HTTP connections.", labels=["listener"]
+        )
+        timeouts = CounterMetricFamily(
+            "cohortsync_http_read_timeouts",
+            "Connections closed because a request did not arrive whole within "
+            "COHORTSYNC_REQUEST_READ_TIMEOUT_S.",
+            labels=["listener"],
+        )
+        refused = CounterMetricFamily(
+            "cohortsync_http_connections_refused",
+            "Connections answered 503 and closed past COHORTSYNC_MAX_CONNECTIONS.",
+            labels=["listener"],
+        )
+        for name, bounds in self._listeners.items():
+            open_now.add_metric([name], bounds.open)
+            timeouts.add_metric([name], bounds.read_timeouts)
+            refused.add_metric([name], bounds.refused)
+        yield open_now
+        yield timeouts
+        yield refused
 
 
 METRICS = web.AppKey("metrics", EdgeMetrics)

@@ -28,6 +28,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str = "redis://127.0.0.1:6379/0"
     http_host: str = "0.0.0.0"
     http_port: Port = 8080
+    # /metrics and /dashboard on their own port (with the probes and /v1/status, which the
+    # dashboard reads), so the public listener serves only the APIs; 0 serves them on http_port.
+    ops_port: Port = 0
+    # A request (headers and body) must arrive whole this long after its first byte, else its
+    # connection is closed: a body that never ends must not hold a connection for good.
+    request_read_timeout_s: PositiveFloat = 30.0
+    # An idle keep-alive connection is closed after this long; above the 60 s idle timeout of
+    # common load balancers, so they close first and never send on a connection we closed.
+    keepalive_timeout_s: PositiveFloat = 75.0
+    # Open connections per edge listener; one more is answered 503 and closed.
+    max_connections: Positive = 1000
     # Applied membership changes per minute, summed over all worker replicas. 0 lifts the limit.
     rate_limit_per_minute: NonNegative = 1000
     # How many changes may go at once beyond the steady rate (GCRA tolerance, in changes).
@@ -65,6 +76,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # go back to the queue for another replica. Keep it below the orchestrator's kill timeout.
     shutdown_grace_s: Annotated[float, Meta(ge=0)] = 10.0
     log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.ops_port and self.ops_port == self.http_port:
+            raise ValueError(f"{PREFIX}OPS_PORT: must differ from {PREFIX}HTTP_PORT")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
