@@ -34,7 +34,8 @@ Postgres: COHORTSYNC_DATABASE_URL when set, else an embedded server whose data l
 DATA_DIR/pg and persists between runs. Redis: COHORTSYNC_REDIS_URL when set, else an embedded
 redis-server whose append-only file lives in DATA_DIR/redis. Then it applies the schema
 migrations, creates a new API key named "local", starts the edge (python -m ingest.main, what
-cohortsync-edge runs) on COHORTSYNC_HTTP_PORT (default 8080; 0 picks a free port) and {WORKERS}
+cohortsync-edge runs) on COHORTSYNC_HTTP_PORT (default 8080; 0 picks a free port; metrics and
+the dashboard on COHORTSYNC_OPS_PORT when that is set) and {WORKERS}
 workers (python -m worker.main, what cohortsync-worker runs; worker N serves /healthz and
 /metrics on COHORTSYNC_WORKER_METRICS_PORT + N - 1, default 9090), waits until the edge answers
 /readyz, and prints on stdout the edge URL, the key, and curl commands that create an audience,
@@ -98,6 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"COHORTSYNC_HTTP_PORT={port + 1} make run"
                 )
             env["COHORTSYNC_HTTP_PORT"] = str(port)
+            if settings.ops_port and not _port_free(settings.http_host, settings.ops_port):
+                return _fail(
+                    f"COHORTSYNC_OPS_PORT: port {settings.ops_port} on {settings.http_host} is "
+                    "already in use; stop what listens there or pick another port"
+                )
             env["PYTHONUNBUFFERED"] = "1"
             settings = Settings.from_env(env)
             return asyncio.run(_run(settings, env, services))
@@ -130,11 +136,14 @@ async def _run(settings: Settings, env: Mapping[str, str], services: Mapping[str
     for n in range(1, WORKERS + 1):
         worker_env = {**env, "COHORTSYNC_WORKER_METRICS_PORT": str(_worker_port(settings, n))}
         children.append(await _spawn(f"worker-{n}", "worker.main", worker_env))
-    url = f"http://{_connectable(settings.http_host)}:{settings.http_port}"
+    host = _connectable(settings.http_host)
+    url = f"http://{host}:{settings.http_port}"
+    # Metrics and the dashboard: on the ops port when one is set (COHORTSYNC_OPS_PORT).
+    ops_url = f"http://{host}:{settings.ops_port}" if settings.ops_port else url
     try:
         if not await _wait_ready(url, children, stop):
             return 0
-        print(_banner(url, key, services), flush=True)
+        print(_banner(url, ops_url, key, services), flush=True)
         await _supervise(children, stop)
     except ChildExited as e:
         return _fail(f"{e}; stopping")
@@ -208,20 +217,21 @@ async def _stop(children: Sequence[Child]) -> None:
             await c.proc.wait()
 
 
-def _banner(url: str, key: str, services: Mapping[str, str]) -> str:
+def _banner(url: str, ops_url: str, key: str, services: Mapping[str, str]) -> str:
     auth = f"-H 'Authorization: ApiKey-v1 {key}'"
     json_body = "-H 'Content-Type: application/json'"
     member = (
         '{"data": [{"action": "add", "profileIntegrationId": "R195412", '
         '"audienceId": \'"$AUDIENCE"\'}]}'
     )
+    ops_line = f"\n  ops:       {ops_url} (metrics, dashboard, probes)" if ops_url != url else ""
     return f"""
 cohortsync is running: edge and {WORKERS} workers. Stop with Ctrl-C.
 
-  edge:      {url}
+  edge:      {url}{ops_line}
   API key:   {key}
-  dashboard: {url}/dashboard#key={key}
-  metrics:   {url}/metrics (edge); each worker on its own port from COHORTSYNC_WORKER_METRICS_PORT
+  dashboard: {ops_url}/dashboard#key={key}
+  metrics:   {ops_url}/metrics (edge); workers on COHORTSYNC_WORKER_METRICS_PORT and up
   Postgres:  {services["Postgres"]}
   Redis:     {services["Redis"]}
 

@@ -240,6 +240,7 @@ def test_configured_values_make_valid_settings(
     settings = Settings.from_env(env)
     assert settings.http_port == 8080
     assert settings.worker_metrics_port == 9090
+    assert settings.ops_port == 9091
 
 
 # --- compose ----------------------------------------------------------------------------------
@@ -288,11 +289,20 @@ def test_compose_starts_edge_and_workers_after_a_successful_migration() -> None:
         assert depends["redis"]["condition"] == "service_healthy"
 
 
+def test_compose_publishes_the_edge_ops_port_on_this_host_only() -> None:
+    settings = Settings.from_env(compose_environment())
+    published = {p.rsplit(":", 1)[1]: p.rsplit(":", 1)[0] for p in SERVICES["edge"]["ports"]}
+    # The public port on every interface, metrics and the dashboard on loopback.
+    assert not published[str(settings.http_port)].startswith("127.0.0.1")
+    assert published[str(settings.ops_port)].startswith("127.0.0.1:")
+
+
 def test_compose_healthchecks_and_grace_periods() -> None:
     for name in ("postgres", "redis", "edge", "worker"):
         assert SERVICES[name]["healthcheck"]["test"][0] == "CMD", name
     assert SERVICES["worker"]["healthcheck"]["test"] == ["CMD", "cohortsync-worker", "--check"]
     assert "/readyz" in " ".join(SERVICES["edge"]["healthcheck"]["test"])
+    assert ":8080/readyz" in " ".join(SERVICES["edge"]["healthcheck"]["test"])
     assert _seconds(SERVICES["edge"]["stop_grace_period"]) > SHUTDOWN_TIMEOUT_S
     worker_stop_s = _seconds(SERVICES["worker"]["stop_grace_period"])
     assert worker_stop_s >= worker_grace_s(compose_environment()) + 30

@@ -33,6 +33,7 @@ EDGE = "cohortsync-edge"
 WORKER = "cohortsync-worker"
 ENV = k8s_environment()
 HTTP_PORT = int(ENV["COHORTSYNC_HTTP_PORT"])
+OPS_PORT = int(ENV["COHORTSYNC_OPS_PORT"])
 WORKER_PORT = int(ENV["COHORTSYNC_WORKER_METRICS_PORT"])
 
 
@@ -112,8 +113,23 @@ def test_edge_probes_service_and_grace() -> None:
     for port in service["spec"]["ports"]:
         assert container_port(edge, port["targetPort"]) == HTTP_PORT
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/port"] == str(HTTP_PORT)
+    assert annotations["prometheus.io/port"] == str(OPS_PORT)
     assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_edge_metrics_have_their_own_service_apart_from_the_public_one() -> None:
+    assert OPS_PORT != HTTP_PORT
+    (edge,) = containers(find("Deployment", EDGE))
+    public, ops = find("Service", EDGE), find("Service", f"{EDGE}-ops")
+    assert selects(ops["spec"]["selector"], pod_labels(EDGE))
+    assert {container_port(edge, p["targetPort"]) for p in public["spec"]["ports"]} == {HTTP_PORT}
+    assert {container_port(edge, p["targetPort"]) for p in ops["spec"]["ports"]} == {OPS_PORT}
+    assert ops["spec"]["type"] == "ClusterIP"
+    # The monitor scrapes the ops Service only: the public one (behind the ingress) has no
+    # metrics now, and a selector matching both would scrape every pod twice.
+    monitor = find("ServiceMonitor", EDGE)["spec"]
+    assert selects(monitor["selector"]["matchLabels"], ops["metadata"]["labels"])
+    assert not selects(monitor["selector"]["matchLabels"], public["metadata"]["labels"])
 
 
 def test_worker_probes_and_grace() -> None:
@@ -192,7 +208,7 @@ def test_hpa_alternative_scales_the_same_deployment_on_the_same_metric() -> None
 def test_prometheus_monitors_select_the_pods_and_ports() -> None:
     # The Prometheus Operator's CRDs: required fields and the wiring to our objects.
     monitor: dict[str, Any] = find("ServiceMonitor", EDGE)
-    service = find("Service", EDGE)
+    service = find("Service", f"{EDGE}-ops")
     assert selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
     service_ports = {p["name"] for p in service["spec"]["ports"]}
     assert {e["port"] for e in monitor["spec"]["endpoints"]} <= service_ports
