@@ -4,9 +4,10 @@ so many connections at once.
 aiohttp bounds idle keep-alive connections (``keepalive_timeout``) but not a request that is
 still arriving: a header that never ends, a chunked body never finished, or a body shorter than
 its Content-Length held a connection and its file descriptor for good. ``Guard`` sits between
-the socket and aiohttp's protocol: a request's first byte starts a clock of
-``request_read_timeout_s``; the request is whole when its body reaches EOF (a middleware tells
-the guard which body that is), and a clock that runs out closes the connection.
+the socket and aiohttp's protocol and gives each request ``request_read_timeout_s`` to arrive
+whole, counted from the connection's opening for its first request and from the first byte for
+each later one. A request is whole when its body reaches EOF (a middleware tells the guard which
+body that is); a clock that runs out closes the connection.
 """
 
 from __future__ import annotations
@@ -81,13 +82,16 @@ class Guard(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self.over_capacity = self._connections._opened(self, self._inner)
+        # A new connection is for a request: a client that sends nothing is not kept waiting
+        # on until aiohttp's keep-alive timeout (past the capacity, that would hold the fds
+        # the capacity is there to save).
+        self._start_clock()
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         if self._clock is None and self._transport is not None:
-            # The first byte of a request: it has read_timeout_s to arrive whole.
-            loop = asyncio.get_running_loop()
-            self._clock = loop.call_later(self._connections.read_timeout_s, self._expired)
+            # The first byte of a later request on this connection.
+            self._start_clock()
         self._inner.data_received(data)
 
     def eof_received(self) -> None:
@@ -111,6 +115,10 @@ class Guard(asyncio.Protocol):
         a request without a body)."""
         self._body = request.content
         request.content.on_eof(self._stop_clock)
+
+    def _start_clock(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._clock = loop.call_later(self._connections.read_timeout_s, self._expired)
 
     def _stop_clock(self) -> None:
         if self._clock is not None:

@@ -85,16 +85,20 @@ def _accepted_inodes(ports: set[int]) -> set[str]:
 class Raw:
     """One TCP connection to the edge, written and read byte by byte."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, opened_at: float
+    ) -> None:
         self.reader = reader
         self.writer = writer
-        self.opened_at = asyncio.get_running_loop().time()
+        # Just before connecting: the edge cannot have started its clock earlier.
+        self.opened_at = opened_at
         self._dribbling: asyncio.Task[None] | None = None
 
     @classmethod
     async def connect(cls, port: int) -> Raw:
+        opened_at = asyncio.get_running_loop().time()
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        return cls(reader, writer)
+        return cls(reader, writer, opened_at)
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
