@@ -76,6 +76,7 @@ class Guard(asyncio.Protocol):
         self._clock: asyncio.TimerHandle | None = None
         # The body of the request being read, once its headers are in.
         self._body: StreamReader | None = None
+        self._timed_out: RequestTimeout | None = None
         self.over_capacity = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -102,7 +103,9 @@ class Guard(asyncio.Protocol):
         self._stop_clock()
         self._transport = None
         self._connections._closed(self._inner)
-        self._inner.connection_lost(exc)
+        # aiohttp fails the request being read with what it is given here (else a
+        # ConnectionResetError, which would be logged as a backing service failing: a 503).
+        self._inner.connection_lost(self._timed_out or exc)
 
     def pause_writing(self) -> None:
         self._inner.pause_writing()
@@ -130,16 +133,13 @@ class Guard(asyncio.Protocol):
         self._clock = None
         self._connections.read_timeouts += 1
         body, self._body = self._body, None
+        self._timed_out = RequestTimeout(
+            "Request not received in time",
+            f"The request did not arrive whole within {self._connections.read_timeout_s:g} s",
+        )
         if body is not None:
-            # The handler waiting for the body ends with a 408 in its log line, not with the
-            # ConnectionResetError that closing the transport would give it (a "503").
-            body.set_exception(
-                RequestTimeout(
-                    "Request not received in time",
-                    f"The request body did not arrive within "
-                    f"{self._connections.read_timeout_s:g} s",
-                )
-            )
+            # A handler waiting for the body ends with a 408 in its log line.
+            body.set_exception(self._timed_out)
         log.debug(
             "closing a connection: request not received within %g s (%s)",
             self._connections.read_timeout_s,

@@ -48,6 +48,10 @@ class EdgeProcess:
     def requests_logged(self) -> list[dict[str, Any]]:
         return [line for line in json_lines(self.log) if line.get("event") == "request"]
 
+    def problems_logged(self) -> list[dict[str, Any]]:
+        """Warnings and errors the edge logged (a traceback is one too: not a JSON line)."""
+        return [line for line in json_lines(self.log) if line["level"] in ("WARNING", "ERROR")]
+
 
 @asynccontextmanager
 async def edge_process(settings: Settings, **env: str) -> AsyncIterator[EdgeProcess]:

@@ -95,6 +95,7 @@ async def test_unfinished_requests_are_closed_at_the_default_timeout(
         await wait_for_connections(edge, 0)
         fds_after = edge.open_fds()
         timed_out = [r for r in edge.requests_logged() if r["status"] == 408]
+        assert edge.problems_logged() == []
     first = min(min(v) for v in closed_after.values())
     last = max(max(v) for v in closed_after.values())
     print(
@@ -138,6 +139,7 @@ async def test_a_shortened_timeout_closes_unfinished_requests_but_not_slow_whole
         slow.close()
         await assert_closed_after(opened, 1.0)
         await wait_for_connections(edge, 0)
+        assert edge.problems_logged() == []
 
 
 async def test_idle_keepalive_connections_are_closed_after_the_bound(settings: Settings) -> None:
