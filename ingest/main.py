@@ -38,7 +38,8 @@ USED_SETTINGS = {
     "account_id": "the Talon.One account id audiences report",
     "auth_cache_ttl_s": "how long an API key lookup is trusted",
     "audience_cache_ttl_s": "how long an audience lookup is trusted",
-    "rate_limit_per_minute": "the workers' rate, for ETAs in /v1/status",
+    "rate_limit_per_minute": "the rate assumed for ETAs and Retry-After until the workers "
+    "publish the one they enforce",
     "queue_name": "arq queue name",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
 }
