@@ -182,13 +182,14 @@ async def _set_rate(settings: Settings, args: argparse.Namespace) -> int:
     try:
         async with client.pipeline(transaction=True) as pipe:
             if args.reset:
-                pipe.delete(keys.CONFIG)
+                # Only the override: the rates the workers publish there stay.
+                pipe.hdel(keys.CONFIG, keys.CONFIG_RATE, keys.CONFIG_BURST)
             else:
-                fields: dict[str, int] = {"rate_per_minute": args.per_minute}
+                fields: dict[str, int] = {keys.CONFIG_RATE: args.per_minute}
                 if args.burst is not None:
-                    fields["burst"] = args.burst
+                    fields[keys.CONFIG_BURST] = args.burst
                 pipe.hset(keys.CONFIG, mapping=fields)
-            pipe.hget(keys.CONFIG, "burst")
+            pipe.hget(keys.CONFIG, keys.CONFIG_BURST)
             replies: list[Any] = await pipe.execute()
     finally:
         await client.aclose()
@@ -271,7 +272,7 @@ async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
             if malformed:
                 print(f"left {malformed:,} letters that hold no change (see dead-letters list)")
             return 0
-        found = await deadletters.summarize(client)
+        found = await deadletters.summarize(client, args.audience)
     finally:
         await client.aclose()
     if not found.letters:
@@ -439,9 +440,18 @@ def build_parser() -> argparse.ArgumentParser:
         "them back on their audiences' backlogs with their original versions, so a replayed "
         "change never overrides a newer one, and a clear since then still removes it.",
     )
-    p.add_argument("action", choices=["list", "replay"], help="list (default) or replay")
     p.add_argument(
-        "--audience", metavar="ID", type=_non_negative, help="replay only this audience's changes"
+        "action",
+        nargs="?",
+        default="list",
+        choices=["list", "replay"],
+        help="list (default) or replay",
+    )
+    p.add_argument(
+        "--audience",
+        metavar="ID",
+        type=_non_negative,
+        help="list or replay only this audience's changes",
     )
     simulate.add_arguments(
         sub.add_parser(

@@ -54,12 +54,17 @@ async def letters(redis: aioredis.Redis) -> AsyncIterator[Letter]:
         start += CHUNK
 
 
-async def summarize(redis: aioredis.Redis) -> Summary:
+async def summarize(redis: aioredis.Redis, audience_id: int | None = None) -> Summary:
+    """What the dead letters hold (of one audience, or all)."""
     reasons: Counter[str] = Counter()
     per_audience: Counter[int] = Counter()
     oldest: int | None = None
     count = malformed = 0
     async for found in letters(redis):
+        if audience_id is not None and (
+            found.change is None or found.change.audience_id != audience_id
+        ):
+            continue
         count += 1
         reasons[found.letter.error] += 1
         if found.change is None:

@@ -107,6 +107,15 @@ def job_id(audience_id: int, version: int) -> str:
     return f"cs:{audience_id}:{version}"
 
 
+def parse_job_id(job: str) -> tuple[int, int]:
+    """(audience id, version) of a ``job_id``; (0, 0) for an id of another shape."""
+    _, audience, version = [*job.split(":"), "", ""][:3]
+    try:
+        return int(audience), int(version)
+    except ValueError:
+        return 0, 0
+
+
 def encode_entry(action: Action, profile_id: str, version: int) -> str:
     return f"{ACTION_CODE[action]}{version}:{profile_id}"
 

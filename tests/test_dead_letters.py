@@ -49,9 +49,12 @@ async def test_a_permanent_failure_is_counted_once_and_shown(
     assert status["deadLetters"] == 1
     assert [(x["pending"], x["deadLettered"]) for x in status["audiences"]] == [(0, 1)]
 
-    listed = await admin("dead-letters", "list")
+    listed = await admin("dead-letters")
     assert listed.code == 0, listed.err
     assert "1 dead letters" in listed.out
+    assert (await admin("dead-letters", "list", "--audience", str(a + 1))).out.strip() == (
+        "no dead letters"
+    )
     assert "CharacterNotInRepertoire" in listed.out or "encoding" in listed.out
 
 
@@ -91,3 +94,18 @@ async def test_replay_requeues_with_original_versions(
         finished = counted.get("applied", 0) + counted.get("dropped", 0) + counted["dead"]
         assert (counted["dead"], finished) == (0, counted["accepted"]), (audience, counted)
     assert (await admin("dead-letters", "list")).out.strip() == "no dead letters"
+
+
+async def test_a_job_arq_cannot_read_is_kept_and_counted_once(
+    settings: Settings, db: Any, redis: aioredis.Redis
+) -> None:
+    a = await new_audience(db)
+    job = f"cs:{a}:17"
+    await redis.hincrby(keys.stats_key(a), "accepted", 1)  # type: ignore[misc]
+    await redis.set(keys.ARQ_JOB_PREFIX + job, b"\xc1 not msgpack")
+    await redis.zadd(settings.queue_name, {job: 1})
+    await run_until_drained(unlimited(settings), timeout_s=30)
+    assert (await stats(redis, a)).get("dead") == 1
+    (raw,) = await redis.lrange(keys.DEAD_LETTERS, 0, -1)  # type: ignore[misc]
+    letter = msgspec.json.decode(raw, type=DeadLetter)
+    assert (letter.job_id, letter.args) == (job, [])

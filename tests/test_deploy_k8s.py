@@ -136,12 +136,10 @@ def test_worker_probes_and_grace() -> None:
     deployment = find("Deployment", WORKER)
     (worker,) = containers(deployment)
     assert worker["command"] == ["cohortsync-worker"]
-    liveness = worker["livenessProbe"]
-    if "exec" in liveness:
-        assert liveness["exec"]["command"] == ["cohortsync-worker", "--check"]
-    else:
-        assert liveness["httpGet"]["path"] == "/healthz"
-        assert container_port(worker, liveness["httpGet"]["port"]) == WORKER_PORT
+    # Liveness must not restart a worker that waits out an outage: /livez, not /healthz.
+    liveness = worker["livenessProbe"]["httpGet"]
+    assert liveness["path"] == "/livez"
+    assert container_port(worker, liveness["port"]) == WORKER_PORT
     readiness = worker["readinessProbe"]["httpGet"]
     assert container_port(worker, readiness["port"]) == WORKER_PORT
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]

@@ -19,6 +19,7 @@ from schemas.settings import Settings
 from tests.tcp_proxy import TcpProxy
 from tests.worker_support import memberships, new_audience
 from worker.changes import apply_change
+from worker.leases import Finished
 from worker.state import JobContext, WorkerState
 
 
@@ -50,7 +51,7 @@ async def test_second_run_of_a_job_finds_its_change_stored(state: WorkerState, d
     before = await memberships(db, a)
     assert await apply_change(job(state), a, "p1", True, 100) is True
     assert await memberships(db, a) == before == {"p1": (True, 100)}
-    assert state.outcomes == {"cs:test": (a, "applied")}
+    assert state.outcomes == {"cs:test": Finished(a, "applied")}
 
 
 async def test_newer_delete_wins_over_older_add_applied_later(
@@ -61,7 +62,7 @@ async def test_newer_delete_wins_over_older_add_applied_later(
     assert await apply_change(job(state, "cs:old"), a, "p1", True, 100) is False
     assert await memberships(db, a) == {"p1": (False, 200)}
     # The worker counts these when it finishes each job (tests/test_worker_leases.py).
-    assert state.outcomes == {"cs:new": (a, "applied"), "cs:old": (a, "dropped")}
+    assert state.outcomes == {"cs:new": Finished(a, "applied"), "cs:old": Finished(a, "dropped")}
 
 
 async def test_changes_before_a_clear_or_for_a_deleted_audience_are_dropped(
@@ -110,10 +111,11 @@ async def test_a_bad_row_goes_to_dead_letters_alone(
     )
     assert list(results) == [True, False, True]
     assert set(await memberships(db, a)) == {"good1", "good2"}
-    dead = [
-        msgspec.json.decode(raw, type=DeadLetter)
-        for raw in await redis.lrange(keys.DEAD_LETTERS, 0, -1)  # type: ignore[misc]
+    # The worker keeps the letter when it finishes the job (test_dead_letters.py runs one).
+    assert [(job_id, f.outcome) for job_id, f in state.outcomes.items() if f.letter] == [
+        ("cs:1:2", "dead")
     ]
+    dead = [msgspec.json.decode(state.outcomes["cs:1:2"].letter, type=DeadLetter)]
     assert [(d.job_id, d.args) for d in dead] == [("cs:1:2", [a, "bad\x00id", True, 2])]
     assert "CharacterNotInRepertoire" in dead[0].error or "encoding" in dead[0].error
 
@@ -122,7 +124,9 @@ async def test_malformed_job_arguments_go_to_dead_letters(
     state: WorkerState, redis: aioredis.Redis
 ) -> None:
     assert await apply_change(job(state, "cs:x"), "7", "p", True, 1) is False  # type: ignore[arg-type]
-    assert await redis.llen(keys.DEAD_LETTERS) == 1  # type: ignore[misc]
+    finished = state.outcomes["cs:x"]
+    assert (finished.audience_id, finished.outcome) == (7, "dead")
+    assert msgspec.json.decode(finished.letter, type=DeadLetter).args == ["7", "p", True, 1]
 
 
 async def test_postgres_away_keeps_the_batch_and_commits_when_it_is_back(
@@ -152,7 +156,7 @@ async def test_postgres_away_keeps_the_batch_and_commits_when_it_is_back(
         await proxy.down()
     assert await redis.llen(keys.DEAD_LETTERS) == 0
     assert await memberships(db, a) == {"p": (True, 1)}
-    assert state.outcomes == {"cs:test": (a, "applied")}
+    assert state.outcomes == {"cs:test": Finished(a, "applied")}
 
 
 async def test_postgres_away_past_the_job_budget_gives_the_job_back(

@@ -10,12 +10,14 @@ import tempfile
 import urllib.error
 import urllib.request
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 
 from schemas import keys
 from schemas.settings import Settings
 from tests.process_support import ROOT, free_port, service_env, spawn, stop
+from tests.tcp_proxy import TcpProxy
 from tests.worker_support import accept, new_audience
 
 
@@ -24,7 +26,9 @@ def get(url: str) -> tuple[int, str]:
         with urllib.request.urlopen(url, timeout=5) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as e:
-        return e.code, ""
+        return e.code, e.read().decode()
+    except urllib.error.URLError:
+        return 0, "not listening yet"
 
 
 async def worker_command(env: dict[str, str], *args: str) -> tuple[int, str, str]:
@@ -100,3 +104,54 @@ async def test_worker_serves_probes_and_metrics_and_stops_on_sigterm(
     code, _, err_text = await worker_command(env, "--check")
     assert code == 1
     assert "healthz" in err_text
+
+
+async def test_a_worker_started_while_postgres_is_away_waits_and_starts_by_itself(
+    settings: Settings, db: Any, redis: aioredis.Redis
+) -> None:
+    audience = await new_audience(db)
+    await accept(redis, audience, [("add", f"p{i}") for i in range(20)])
+    server = urlsplit(settings.database_url)
+    proxy = TcpProxy(server.hostname or "127.0.0.1", server.port or 5432)
+    await proxy.up()
+    await proxy.down()  # the port is known and refuses connections
+    port = free_port()
+    env = service_env(
+        settings.with_changes(
+            database_url=urlunsplit(
+                server._replace(netloc=f"{server.username}@127.0.0.1:{proxy.port}")
+            )
+        ),
+        COHORTSYNC_WORKER_METRICS_PORT=str(port),
+        COHORTSYNC_RATE_LIMIT_PER_MINUTE="0",
+    )
+    with tempfile.TemporaryFile() as log:
+        worker = await spawn("worker.main", env, log)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = asyncio.get_running_loop().time() + 20
+            while (status := await asyncio.to_thread(get, f"{base}/healthz"))[0] != 503:
+                assert asyncio.get_running_loop().time() < deadline, status
+                await asyncio.sleep(0.1)
+            assert "cannot start" in status[1]
+            await asyncio.sleep(3)  # a try or two more: still running, still saying why
+            assert worker.returncode is None
+            assert (await asyncio.to_thread(get, f"{base}/livez"))[0] == 200
+            assert (await worker_command(env, "--check"))[0] == 1
+            await proxy.up()
+            while (
+                await db.fetchval(
+                    "SELECT count(*) FROM memberships WHERE audience_id = $1", audience
+                )
+                < 20
+            ):
+                assert worker.returncode is None
+                await asyncio.sleep(0.1)
+            assert (await asyncio.to_thread(get, f"{base}/healthz"))[0] == 200
+        finally:
+            code = await stop(worker)
+            await proxy.down()
+        log.seek(0)
+        output = log.read().decode()
+    assert code == 0, output
+    assert "trying again in" in output

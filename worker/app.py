@@ -12,6 +12,7 @@ import time
 import warnings
 from typing import Any, cast
 
+import msgspec
 import redis.exceptions
 from arq.connections import RedisSettings
 from arq.typing import WorkerCoroutine
@@ -20,13 +21,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from schemas import jobs, keys
+from schemas.jobs import DeadLetter
 from schemas.settings import Settings
 from worker.changes import apply_change
 from worker.errors import describe
-from worker.leases import RENEW_EVERY_S, Leases, Outcome
+from worker.leases import RENEW_EVERY_S, Finished, Leases
 from worker.state import STATE_KEY, WorkerState
 
 logger = logging.getLogger(__name__)
+_encode_letter = msgspec.json.Encoder().encode
 
 # Never give up on a change because of transient failures: apply_change turns permanent ones
 # into dead letters itself, so arq's try counter only ever counts transient ones.
@@ -37,15 +40,16 @@ POLL_DELAY_S = 0.01
 IDLE_POLL_DELAY_S = 0.05
 # Each replica refreshes its own health key this often (the key lives one second longer).
 HEALTH_CHECK_INTERVAL_S = 5
-# Redis calls that failed because Redis is away (restart, failover): waited out, never fatal.
-REDIS_UNREACHABLE = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.TryAgainError,
-    OSError,
-)
+# Redis calls that failed: Redis away (restart, failover), or refusing writes (out of memory,
+# MISCONF when it cannot persist). Waited out and reported by /healthz, never fatal.
+REDIS_UNREACHABLE = (redis.exceptions.RedisError, OSError)
+# Commands that get no answer this long count as failed (a partition that resets nothing).
+REDIS_SOCKET_TIMEOUT_S = 10.0
+# A replica whose poll loop has not reached Redis for this long reports it.
+REDIS_SILENT_S = 30.0
+# After a failed Redis call a replica reports unhealthy this long, so a Redis that fails only
+# some calls (out of memory refuses writes, not reads) does not look healthy between them.
+REDIS_PROBLEM_HOLD_S = 10.0
 MAX_REDIS_BACKOFF_S = 2.0
 # A job that ended without an outcome (arq's own timeout) runs again this much later.
 UNFINISHED_DEFER_MS = 5000
@@ -82,6 +86,7 @@ class ChangeWorker(Worker):
     _registered_at_s = 0.0
     # Monotonic time of the last poll that reached Redis, and why the last one did not.
     _redis_ok_at = 0.0
+    _redis_failed_at = 0.0
     _redis_problem: str | None = None
     _redis_failures = 0
 
@@ -91,10 +96,18 @@ class ChangeWorker(Worker):
             self._leases = Leases(self.pool, self.queue_name)
         return self._leases
 
+    @property
+    def started(self) -> bool:
+        """True once a poll reached Redis (the worker got past its start-up)."""
+        return self._redis_ok_at > 0
+
     def health_problem(self) -> str | None:
         """Why this replica cannot make progress now, or None while it can."""
-        if self._redis_problem is not None:
-            return f"Redis unreachable: {self._redis_problem}"
+        now = time.monotonic()
+        if self._redis_problem is not None and now - self._redis_failed_at < REDIS_PROBLEM_HOLD_S:
+            return f"Redis failing: {self._redis_problem}"
+        if self._redis_ok_at and now - self._redis_ok_at > REDIS_SILENT_S:
+            return f"Redis unreachable: no answer for {REDIS_SILENT_S:g} s"
         state = self.ctx.get(STATE_KEY)
         if not isinstance(state, WorkerState):
             return "starting"
@@ -115,9 +128,9 @@ class ChangeWorker(Worker):
             self._redis_failed(e)
             await asyncio.sleep(min(MAX_REDIS_BACKOFF_S, 0.1 * 2 ** min(self._redis_failures, 6)))
             return
-        if self._redis_problem is not None:
-            logger.info("Redis reachable again after %d failed polls", self._redis_failures)
-        self._redis_problem, self._redis_failures = None, 0
+        if self._redis_failures:
+            logger.info("Redis answers again after %d failed polls", self._redis_failures)
+            self._redis_failures = 0
         self._redis_ok_at = time.monotonic()
         if self._renewing is None or self._renewing.done():
             self._renewing = asyncio.create_task(self._renew_leases(), name="cohortsync-leases")
@@ -131,7 +144,8 @@ class ChangeWorker(Worker):
                 self.queue_name, min="-inf", max=now_ms, start=offset, num=self.queue_read_limit
             )
             ids = [j.decode() for j in page]
-            for job in await self.leases.claim([j for j in ids if j not in self.tasks], room):
+            unstarted = [j for j in ids if j not in self.tasks]
+            for job in await self.leases.claim(unstarted, room - started):
                 await self.sem.acquire()  # never waits: at most ``room`` ids were claimed
                 self.job_counter += 1
                 task = self.loop.create_task(self.run_job(job.job_id, job.score))
@@ -185,8 +199,12 @@ class ChangeWorker(Worker):
             )
 
     async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
-        await super().finish_failed_job(job_id, result_data)
-        await self.leases.retry(job_id, 0)  # drops the lease; the job is gone from the queue
+        """arq gives up on a job it cannot run (its payload unreadable, its function unknown to
+        this version, or its key gone because another run finished it): kept as a dead letter
+        and counted, unless another run had finished it."""
+        audience_id, _ = keys.parse_job_id(job_id)
+        letter = DeadLetter(job_id, [], "arq could not run the job", int(time.time() * 1000))
+        await self.leases.finish(job_id, audience_id, "dead", _encode_letter(letter))
 
     async def record_health(self) -> None:
         """arq's health key, this replica's entry in the registry that readers count live
@@ -225,14 +243,16 @@ class ChangeWorker(Worker):
             await self.pool.close(close_connection_pool=True)
         self._pool = None
 
-    def _outcomes(self) -> dict[str, tuple[int, Outcome]]:
+    def _outcomes(self) -> dict[str, Finished]:
         state = self.ctx.get(STATE_KEY)
         return state.outcomes if isinstance(state, WorkerState) else {}
 
     def _redis_failed(self, error: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._redis_failed_at >= REDIS_PROBLEM_HOLD_S:
+            logger.warning("Redis failing, retrying with back-off: %s", describe(error))
         self._redis_failures += 1
-        if self._redis_problem is None:
-            logger.warning("Redis unreachable, retrying with back-off: %s", describe(error))
+        self._redis_failed_at = now
         self._redis_problem = describe(error)
 
 
@@ -240,6 +260,11 @@ def create_worker(settings: Settings, **overrides: Any) -> ChangeWorker:
     """An arq ``Worker`` that dispatches backlogs and applies changes; ``overrides`` go to arq."""
 
     async def on_startup(ctx: dict[str, Any]) -> None:
+        # arq sets no socket timeout: a partition that resets nothing would hang a call for
+        # minutes. Connections opened from now on get one (the start-up one is dropped).
+        pool = ctx["redis"].connection_pool
+        pool.connection_kwargs["socket_timeout"] = REDIS_SOCKET_TIMEOUT_S
+        await pool.disconnect()
         ctx[STATE_KEY] = await WorkerState.open(settings, ctx["redis"])
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 import msgspec
 from arq import Retry
@@ -14,6 +13,7 @@ from schemas import keys
 from schemas.jobs import Change, DeadLetter
 from worker import logs
 from worker.errors import backoff_s, describe, is_transient
+from worker.leases import Finished
 from worker.state import JobContext
 
 logger = logging.getLogger(__name__)
@@ -60,12 +60,13 @@ async def apply_change(
             keys.DEAD_LETTERS,
             describe(e),
         )
-        await _dead_letter(ctx, args, e)
+        # Kept by the worker when it finishes the job, in the step that counts it (once).
+        letter = DeadLetter(ctx["job_id"], args, describe(e), int(time.time() * 1000))
+        state.outcomes[ctx["job_id"]] = Finished(_audience(audience_id), "dead", _encode(letter))
         state.metrics.dropped["dead_letter"] += 1
-        state.outcomes[ctx["job_id"]] = (audience_id, "dead")
         _log_finished(ctx, audience_id, "dead_letter")
         return False
-    state.outcomes[ctx["job_id"]] = (audience_id, "applied" if applied else "dropped")
+    state.outcomes[ctx["job_id"]] = Finished(audience_id, "applied" if applied else "dropped")
     latency_s = _log_finished(ctx, audience_id, "applied" if applied else "stale")
     if applied:
         state.metrics.applied += 1
@@ -81,14 +82,14 @@ def _log_finished(ctx: JobContext, audience_id: int, outcome: logs.Outcome) -> f
     return latency_s
 
 
-async def _dead_letter(ctx: JobContext, args: list[Any], error: Exception) -> None:
-    letter = DeadLetter(ctx["job_id"], args, describe(error), int(time.time() * 1000))
+def _audience(value: object) -> int:
+    """The audience of malformed job arguments, for its counters: 0 when there is none."""
+    if isinstance(value, int):
+        return value
     try:
-        await ctx["cohortsync"].redis.rpush(keys.DEAD_LETTERS, _encode(letter))  # type: ignore[misc]
-    except Exception as e:
-        if is_transient(e):
-            raise Retry(defer=backoff_s(ctx["job_try"])) from e
-        raise
+        return int(str(value))
+    except ValueError:
+        return 0
 
 
 def _log_transient(error: Exception) -> None:

@@ -24,6 +24,15 @@ RENEW_EVERY_S = LEASE_S / 4
 Outcome = Literal["applied", "dropped", "dead"]
 
 
+class Finished(NamedTuple):
+    """How a job's run ended, kept until the worker finishes the job in Redis."""
+
+    audience_id: int
+    outcome: Outcome
+    # The dead letter (JSON) when the outcome is dead.
+    letter: bytes = b""
+
+
 class Claimed(NamedTuple):
     job_id: str
     score: int
@@ -56,11 +65,14 @@ class Leases:
         renewed: int = await self._renew(keys=[keys.LEASES], args=[int(LEASE_S * 1000), *job_ids])
         return renewed
 
-    async def finish(self, job_id: str, audience_id: int, outcome: Outcome) -> bool:
-        """Remove the job and count ``outcome``; False if another run had finished it."""
+    async def finish(
+        self, job_id: str, audience_id: int, outcome: Outcome, letter: bytes = b""
+    ) -> bool:
+        """Remove the job and count ``outcome`` (keeping ``letter`` when it is dead); False if
+        another run had finished it."""
         counted: int = await self._finish(
             keys=self._finish_keys(job_id, audience_id),
-            args=[job_id, "done", outcome, 0, keys.APPLIED_SECOND_TTL_S],
+            args=[job_id, "done", outcome, 0, keys.APPLIED_SECOND_TTL_S, letter],
         )
         return bool(counted)
 
@@ -68,7 +80,7 @@ class Leases:
         """Give the job back to the queue, due ``defer_ms`` later than it was."""
         requeued: int = await self._finish(
             keys=self._finish_keys(job_id, 0),
-            args=[job_id, "retry", "", defer_ms, keys.APPLIED_SECOND_TTL_S],
+            args=[job_id, "retry", "", defer_ms, keys.APPLIED_SECOND_TTL_S, b""],
         )
         return bool(requeued)
 
@@ -80,4 +92,5 @@ class Leases:
             keys.ARQ_RETRY_PREFIX + job_id,
             keys.stats_key(audience_id),
             keys.applied_second_key(int(time.time())),
+            keys.DEAD_LETTERS,
         ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -16,13 +17,16 @@ import redis.exceptions
 from schemas import logs as log_format
 from schemas.settings import PREFIX, Settings, SettingsError
 from worker import logs, probe
-from worker.app import create_worker, replica_name, stop_worker
+from worker.app import ChangeWorker, create_worker, replica_name, stop_worker
 from worker.errors import describe
 from worker.metrics import render
 from worker.state import STATE_KEY, WorkerState
 
 # Start-up failures worth one line rather than a traceback.
 UNREACHABLE = (OSError, redis.exceptions.RedisError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+# Longest pause between two tries to start while Redis or Postgres is unreachable.
+MAX_START_BACKOFF_S = 30.0
 
 # The settings this process reads, for --help.
 USED_SETTINGS = {
@@ -96,45 +100,70 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 async def serve(settings: Settings) -> None:
-    """Run one worker until SIGTERM or SIGINT; raise what stopped it otherwise."""
-    worker = create_worker(settings, handle_signals=False)
-    run = asyncio.create_task(worker.async_run())
+    """Run one worker until SIGTERM or SIGINT; raise what stopped it otherwise.
+
+    A worker that cannot start because Redis or Postgres is unreachable tries again with
+    back-off (reporting why on /healthz) rather than exiting: after an outage every replica
+    comes back by itself, without waiting out an orchestrator's crash-loop back-off.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    current: list[tuple[ChangeWorker, asyncio.Task[None]]] = []
+    start_problem = "starting"
 
     def health() -> str | None:
-        if run.done():
-            return "worker stopped"
-        return worker.health_problem()
+        if not current:
+            return start_problem
+        worker, run = current[0]
+        return "worker stopped" if run.done() else worker.health_problem()
 
     async def metrics() -> str:
-        state: WorkerState = worker.ctx[STATE_KEY]
+        state: WorkerState = current[0][0].ctx[STATE_KEY]
         return await render(state.metrics, state.redis, settings)
 
-    http = probe.Probe(health, metrics)
+    http = probe.Probe(health, metrics, running=lambda: not stop.is_set())
     if settings.worker_metrics_port:
         await http.start(settings.http_host, settings.worker_metrics_port)
     replica = replica_name()
     logs.lifecycle("start", replica, f"worker {replica} started")
+    failed_starts = 0
     try:
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait([run, stopping], return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if stop.is_set():
-            logs.lifecycle(
-                "stopping",
-                replica,
-                f"worker {replica} stopping: running jobs get {settings.shutdown_grace_s:g} s,"
-                " then go back to the queue",
-            )
-        await stop_worker(worker, run, grace_s=settings.shutdown_grace_s if stop.is_set() else 0)
+        while True:
+            worker = create_worker(settings, handle_signals=False)
+            run = asyncio.create_task(worker.async_run())
+            current[:] = [(worker, run)]
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait([run, stopping], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if stop.is_set():
+                logs.lifecycle(
+                    "stopping",
+                    replica,
+                    f"worker {replica} stopping: running jobs get {settings.shutdown_grace_s:g} s,"
+                    " then go back to the queue",
+                )
+                await stop_worker(worker, run, grace_s=settings.shutdown_grace_s)
+                break
+            await stop_worker(worker, run)
+            error = None if run.cancelled() else run.exception()
+            if error is None:
+                break
+            if worker.started or not isinstance(error, UNREACHABLE):
+                raise error
+            failed_starts += 1
+            delay_s = min(MAX_START_BACKOFF_S, 2.0**failed_starts)
+            start_problem = f"cannot start: {describe(error)}"
+            current.clear()
+            logging.getLogger(__name__).warning("%s; trying again in %g s", start_problem, delay_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay_s)
+            if stop.is_set():
+                break
     finally:
         await http.stop()
     logs.lifecycle("stop", replica, f"worker {replica} stopped")
-    if not run.cancelled() and (error := run.exception()) is not None:
-        raise error
 
 
 if __name__ == "__main__":

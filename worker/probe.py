@@ -18,16 +18,22 @@ CHECK_TIMEOUT_S = 5.0
 
 
 class Probe:
-    """Serves ``/healthz`` (200 while ``health()`` finds no problem, else 503 with it) and
-    ``/metrics`` (``metrics()``'s text)."""
+    """Serves ``/healthz`` (200 while ``health()`` finds no problem, else 503 with it),
+    ``/livez`` (200 while ``running()``: for a liveness probe, which must not restart a worker
+    that is waiting out an outage) and ``/metrics`` (``metrics()``'s text)."""
 
     def __init__(
-        self, health: Callable[[], str | None], metrics: Callable[[], Awaitable[str]]
+        self,
+        health: Callable[[], str | None],
+        metrics: Callable[[], Awaitable[str]],
+        running: Callable[[], bool] = lambda: True,
     ) -> None:
         self._health = health
+        self._running = running
         self._metrics = metrics
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/livez", self._livez)
         app.router.add_get("/metrics", self._serve_metrics)
         self._runner = web.AppRunner(app, access_log=None)
 
@@ -49,6 +55,11 @@ class Probe:
         if problem is None:
             return web.Response(text="ok\n")
         return web.Response(status=503, text=f"unhealthy: {problem}\n")
+
+    async def _livez(self, request: web.Request) -> web.Response:
+        if self._running():
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="worker stopped\n")
 
     async def _serve_metrics(self, request: web.Request) -> web.Response:
         try:

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from schemas.settings import Settings
 from worker.applier import Applier
 from worker.dispatcher import Dispatcher
-from worker.leases import Outcome
+from worker.leases import Finished
 from worker.limiter import Limiter
 from worker.metrics import WorkerMetrics
 
@@ -32,7 +32,7 @@ class WorkerState:
     metrics: WorkerMetrics
     # Job id -> (audience, outcome) of a job that ran to its end, until the worker finishes the
     # job in Redis and counts the outcome in the same step (worker.leases).
-    outcomes: dict[str, tuple[int, Outcome]] = field(default_factory=dict)
+    outcomes: dict[str, Finished] = field(default_factory=dict)
 
     @classmethod
     async def open(cls, settings: Settings, redis: Redis, *, dispatch: bool = True) -> WorkerState:

@@ -2,10 +2,12 @@
 -- only the run that deletes the job's key counts, so a job re-run after its holder died (or
 -- run twice after a lease lapsed) never counts twice, and a crash before this step counts
 -- nothing (the job runs again and is counted then).
+-- A dead change's letter is kept in the same step, so it exists once, exactly when it is counted.
 -- KEYS[1] arq queue, KEYS[2] leases, KEYS[3] job key, KEYS[4] arq retry key, KEYS[5] the
--- audience's stats hash, KEYS[6] this second's applied counter.
+-- audience's stats hash, KEYS[6] this second's applied counter, KEYS[7] dead letters.
 -- ARGV[1] job id, ARGV[2] 'done' or 'retry', ARGV[3] outcome for 'done' (applied, dropped or
--- dead), ARGV[4] ms to push a retried job's score back, ARGV[5] TTL of the applied counter (s).
+-- dead), ARGV[4] ms to push a retried job's score back, ARGV[5] TTL of the applied counter (s),
+-- ARGV[6] the dead letter (JSON) when the outcome is dead.
 -- Returns 1 if this run counted the outcome (or re-queued the job), else 0.
 local id = ARGV[1]
 redis.call('ZREM', KEYS[2], id)
@@ -23,7 +25,9 @@ if redis.call('DEL', KEYS[3]) == 0 then
   return 0
 end
 redis.call('HINCRBY', KEYS[5], ARGV[3], 1)
-if ARGV[3] == 'applied' then
+if ARGV[3] == 'dead' then
+  redis.call('RPUSH', KEYS[7], ARGV[6])
+elseif ARGV[3] == 'applied' then
   redis.call('INCR', KEYS[6])
   redis.call('EXPIRE', KEYS[6], tonumber(ARGV[5]))
 end

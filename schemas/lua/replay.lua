@@ -23,7 +23,9 @@ for g = 1, groups do
     end
   end
   if replayed > 0 then
-    redis.call('HINCRBY', KEYS[4 + 2 * g], 'dead', -replayed)
+    -- Letters kept before dead changes were counted must not take the counter below 0.
+    local dead = tonumber(redis.call('HGET', KEYS[4 + 2 * g], 'dead') or '0')
+    redis.call('HSET', KEYS[4 + 2 * g], 'dead', math.max(0, dead - replayed))
     if redis.call('SADD', KEYS[3], audience) == 1 then
       redis.call('RPUSH', KEYS[2], audience)
     end

@@ -1,0 +1,94 @@
+"""The worker's poll loop: claims no more than it has room for, and survives a Redis that
+refuses writes (out of memory) instead of exiting."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from arq.connections import create_pool
+from arq.worker import func
+
+from deploy import embedded
+from schemas import keys
+from schemas.settings import Settings
+from tests.status_support import running_worker, wait_until
+from worker.app import ChangeWorker, redis_settings
+
+QUEUE = "resilience-test:queue"
+
+
+class HoldingWorker(ChangeWorker):
+    """Starts the jobs it claims and holds them, so the test sees exactly what was claimed."""
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        await asyncio.sleep(3600)
+
+
+async def noop(ctx: dict[str, Any]) -> None:
+    """A function for arq's worker to know; HoldingWorker never calls it."""
+
+
+async def test_claims_fill_the_room_past_a_held_head_and_never_more(
+    settings: Settings, redis: aioredis.Redis
+) -> None:
+    now_ms = int(time.time() * 1000)
+    # Another replica holds the head of the queue; ten jobs behind it are free.
+    await redis.zadd(
+        QUEUE, {"held": now_ms - 100, **{f"free{i}": now_ms - 50 + i for i in range(10)}}
+    )
+    await redis.zadd(keys.LEASES, {"held": now_ms + 60_000})
+    pool = await create_pool(redis_settings(settings))
+    worker = HoldingWorker(
+        functions=[func(noop, name="noop")],
+        redis_pool=pool,
+        queue_name=QUEUE,
+        max_jobs=4,
+        queue_read_limit=4,
+        handle_signals=False,
+    )
+    try:
+        await worker._claim_and_start()
+        assert sorted(worker.tasks) == ["free0", "free1", "free2", "free3"]
+        leased = await redis.zrangebyscore(keys.LEASES, now_ms, "+inf")
+        assert sorted(leased) == [b"free0", b"free1", b"free2", b"free3", b"held"]
+    finally:
+        for task in worker.tasks.values():
+            task.cancel()
+        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+        await pool.aclose()
+
+
+async def test_a_redis_out_of_memory_is_waited_out(
+    settings: Settings, db: Any, tmp_path: Path
+) -> None:
+    with embedded.redis(tmp_path / "redis") as url:
+        own = settings.with_changes(redis_url=url)
+        client = aioredis.Redis.from_url(url)
+        try:
+            async with running_worker(own, client) as started:
+                assert isinstance(started, ChangeWorker)
+                worker = started
+                await client.config_set("maxmemory", 1)  # every write refused: OOM
+
+                def problem() -> str:
+                    return worker.health_problem() or ""
+
+                async def unhealthy() -> bool:
+                    return "Redis failing" in problem()
+
+                await wait_until(unhealthy, "the worker to report Redis")
+                await asyncio.sleep(2)
+                assert "OutOfMemoryError" in problem()
+                assert worker.main_task is None or not worker.main_task.done()
+                await client.config_set("maxmemory", 0)
+
+                async def healthy() -> bool:
+                    return worker.health_problem() is None
+
+                await wait_until(healthy, "the worker to recover")
+        finally:
+            await client.aclose()
