@@ -18,6 +18,10 @@ _encoder = msgspec.json.Encoder()
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 JSON = "application/json"
+# aiohttp's HTTP parser refuses a longer request line with a plain-text 400 before any route.
+# Its default, 8190 bytes, is shorter than a valid path: a 1000-character profile id of 4-byte
+# UTF-8 characters is 12,000 bytes percent-encoded. Every runner of the edge passes this.
+MAX_REQUEST_LINE_BYTES = 16384
 
 
 def json_response(value: Any, status: int = 200) -> web.Response:

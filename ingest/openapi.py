@@ -58,7 +58,7 @@ _REF = "#/components/schemas/{name}"
 class Param:
     name: str
     where: str  # "path", "query" or "header"
-    schema: Any  # a type msgspec describes
+    schema: Any  # a type msgspec describes, or an inline JSON Schema
     description: str
     required: bool = True
 
@@ -115,14 +115,14 @@ _CDP_HEADERS = (
     Param(
         "destination-hostname",
         "header",
-        str,
-        "The Talon.One deployment (`COHORTSYNC_ALLOWED_DESTINATION_HOSTNAMES` may limit it). "
-        "Without it: 400 `No Deployment URL specified`.",
+        {"type": "string", "format": "hostname"},
+        "The Talon.One deployment (`COHORTSYNC_ALLOWED_DESTINATION_HOSTNAMES` may limit it); "
+        "a URL of it is taken too (its host). Without it: 400 `No Deployment URL specified`.",
     ),
     Param(
         "customer-data-platform-name",
         "header",
-        str,
+        IntegrationId,
         "The CDP's name; lowercased, the `integration` of the audiences it creates.",
     ),
 )
@@ -323,7 +323,7 @@ def _operation(
                 "in": p.where,
                 "required": p.required,
                 "description": p.description,
-                "schema": schema_of[p.schema],
+                "schema": p.schema if isinstance(p.schema, dict) else schema_of[p.schema],
             }
             for p in op.params
         ]
@@ -340,7 +340,7 @@ def build(max_body_bytes: int) -> dict[str, Any]:
     types: list[Any] = [ErrorBody, CdpErrorBody]
     for op in OPERATIONS:
         candidates = [op.request, op.response, *(p.schema for p in op.params)]
-        types += [t for t in candidates if t is not None and not isinstance(t, tuple)]
+        types += [t for t in candidates if t is not None and not isinstance(t, tuple | dict)]
     unique = list(dict.fromkeys(types))
     refs, components = _schemas(unique)
     schema_of = dict(zip(unique, refs, strict=True))
