@@ -359,7 +359,8 @@ def build(max_body_bytes: int) -> dict[str, Any]:
                 f"(`{NOT_IN_REFERENCE}`). Errors take the Integration API's shape "
                 "`{message, errors, StatusCode}`, under `/cdp/` the Third-party API's "
                 "`{StatusCode, Error, RequestUUID}`. Everywhere: an unknown path is a 404 and a "
-                "method a path does not take a 405 (with `Allow`), in that shape; "
+                "method a path does not take a 405 (with `Allow`), in that shape; query parameters "
+                "an operation does not name are ignored; "
                 "`X-Request-Id` is echoed (or made)."
             ),
         },
