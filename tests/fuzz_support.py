@@ -17,7 +17,10 @@ from schemathesis import Response
 
 from schemas import keys
 from schemas.cdp import CdpErrorBody
+from schemas.settings import Settings
 from schemas.talon import ErrorBody
+from tests.edge_helpers import auth
+from tests.threaded_edge import threaded_edge
 
 # Examples per operation and generation mode in `make test`; a longer run raises it.
 EXAMPLES = int(os.environ.get("COHORTSYNC_FUZZ_EXAMPLES", "12"))
@@ -54,6 +57,31 @@ class Edge:
             problem = judge(response, before, self.queued())
             if problem:
                 self.problems.append(f"{label}: {problem}")
+
+
+# Talon.One ids a fuzzer picks first (hypothesis favours small integers), and the CDP's own.
+SEEDED_AUDIENCES = 3
+
+
+@contextmanager
+def fuzzed_edge(settings: Settings, key: str, redis_url: str) -> Iterator[Edge]:
+    """The edge on a real port, a session sending ``key``, and a few live audiences."""
+    with threaded_edge(settings) as url, requests.Session() as session:
+        session.headers.update(auth(key))
+        for n in range(SEEDED_AUDIENCES):
+            created = session.post(f"{url}/v2/audiences", json={"name": f"seed {n}"})
+            assert created.status_code == 201
+            created = session.post(
+                f"{url}/cdp/audiences",
+                json={"audienceId": str(n), "audienceName": f"cdp seed {n}"},
+                headers=CDP_HEADERS,
+            )
+            assert created.status_code == 201
+        client = syncredis.Redis.from_url(redis_url)
+        try:
+            yield Edge(url, session, client, auth(key))
+        finally:
+            client.close()
 
 
 def judge(response: Response, before: tuple[int, int], after: tuple[int, int]) -> str:

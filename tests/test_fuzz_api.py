@@ -16,8 +16,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis as syncredis
-import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
@@ -34,9 +32,7 @@ from schemathesis.specs.openapi.checks import (
 from ingest import openapi
 from schemas.settings import Settings
 from tests import reference_specs
-from tests.edge_helpers import auth
-from tests.fuzz_support import CDP_HEADERS, EXAMPLES, Edge
-from tests.threaded_edge import threaded_edge
+from tests.fuzz_support import EXAMPLES, Edge, fuzzed_edge
 
 # Destructive operations last, so the audiences seeded below serve the others first.
 _LAST = ("delete",)
@@ -66,29 +62,12 @@ REFERENCE_CHECKS = [
     response_schema_conformance,
     refuses_invalid_data,
 ]
-# Talon.One ids a fuzzer picks first (hypothesis favours small integers); the CDP's own ids.
-SEEDED_AUDIENCES = 3
 
 
 @pytest.fixture
 def edge(settings: Settings, key: str, redis: Any, redis_url: str) -> Iterator[Edge]:
-    """The edge on a real port, a session sending ``key``, and a few live audiences."""
-    with threaded_edge(settings) as url, requests.Session() as session:
-        session.headers.update(auth(key))
-        for n in range(SEEDED_AUDIENCES):
-            created = session.post(f"{url}/v2/audiences", json={"name": f"seed {n}"})
-            assert created.status_code == 201
-            created = session.post(
-                f"{url}/cdp/audiences",
-                json={"audienceId": str(n), "audienceName": f"cdp seed {n}"},
-                headers=CDP_HEADERS,
-            )
-            assert created.status_code == 201
-        client = syncredis.Redis.from_url(redis_url)
-        try:
-            yield Edge(url, session, client, auth(key))
-        finally:
-            client.close()
+    with fuzzed_edge(settings, key, redis_url) as found:
+        yield found
 
 
 def _fuzz(edge: Edge, schema: schemathesis.BaseSchema, checks: list[Any], label: str) -> int:
