@@ -24,6 +24,8 @@ from tests.threaded_edge import threaded_edge
 
 # Examples per operation and generation mode in `make test`; a longer run raises it.
 EXAMPLES = int(os.environ.get("COHORTSYNC_FUZZ_EXAMPLES", "12"))
+# pytest-timeout's bound for one fuzz test, growing with the examples asked for.
+TIMEOUT_S = max(120, EXAMPLES * 12)
 PLATFORM = "fuzzcdp"
 CDP_HEADERS = {"destination-hostname": "fuzz.talon.one", "customer-data-platform-name": PLATFORM}
 

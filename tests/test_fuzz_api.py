@@ -32,7 +32,9 @@ from schemathesis.specs.openapi.checks import (
 from ingest import openapi
 from schemas.settings import Settings
 from tests import reference_specs
-from tests.fuzz_support import EXAMPLES, Edge, fuzzed_edge
+from tests.fuzz_support import EXAMPLES, TIMEOUT_S, Edge, fuzzed_edge
+
+pytestmark = pytest.mark.timeout(TIMEOUT_S)
 
 # Destructive operations last, so the audiences seeded below serve the others first.
 _LAST = ("delete",)

@@ -21,7 +21,9 @@ from schemas import keys, lua
 from schemas.settings import Settings
 from schemas.talon import BIGINT_MAX
 from tests import reference_specs
-from tests.fuzz_support import CDP_HEADERS, EXAMPLES, Edge, fuzzed_edge
+from tests.fuzz_support import CDP_HEADERS, EXAMPLES, TIMEOUT_S, Edge, fuzzed_edge
+
+pytestmark = pytest.mark.timeout(TIMEOUT_S)
 
 FUZZ = settings(
     max_examples=EXAMPLES * 10,
