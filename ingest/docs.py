@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from html import escape
 from typing import Any
@@ -15,6 +16,7 @@ from ingest.state import SETTINGS
 routes = web.RouteTableDef()
 
 _REF_PREFIX = "#/components/schemas/"
+_CODE = re.compile(r"`([^`]+)`")
 _CONSTRAINTS = (
     ("minLength", "min length"),
     ("maxLength", "max length"),
@@ -38,6 +40,11 @@ table { border-collapse: collapse; margin: .4em 0; } td, th { text-align: left;
         vertical-align: top; padding: .2em .8em .2em 0; border-bottom: 1px solid #eceef2; }
 .extra { color: #8a4b00; } .muted { color: #5d6678; }
 """
+
+
+def _prose(text: str) -> str:
+    """Descriptions are Markdown-ish: only their `code` spans are rendered."""
+    return _CODE.sub(r"<code>\1</code>", escape(text))
 
 
 def _type(schema: dict[str, Any]) -> str:
@@ -74,12 +81,12 @@ def _operation(path: str, method: str, op: dict[str, Any]) -> str:
         + "</p>",
     ]
     if "description" in op:
-        parts.append(f"<p>{escape(op['description'])}</p>")
+        parts.append(f"<p>{_prose(op['description'])}</p>")
     if op.get("parameters"):
         rows = "".join(
             f"<tr><td><code>{escape(p['name'])}</code></td><td>{p['in']}</td>"
             f"<td>{_type(p['schema'])}</td><td>{'required' if p['required'] else ''}</td>"
-            f"<td>{escape(p['description'])}</td></tr>"
+            f"<td>{_prose(p['description'])}</td></tr>"
             for p in op["parameters"]
         )
         parts.append(f"<table><tr><th colspan=5>Parameters</th></tr>{rows}</table>")
@@ -92,7 +99,7 @@ def _operation(path: str, method: str, op: dict[str, Any]) -> str:
         shape = ", ".join(f"{_type(c['schema'])} <code>{m}</code>" for m, c in content.items())
         flag = " class=extra" if answer.get(openapi.NOT_IN_REFERENCE) else ""
         rows += (
-            f"<tr{flag}><td><b>{status}</b></td><td>{escape(answer['description'])}</td>"
+            f"<tr{flag}><td><b>{status}</b></td><td>{_prose(answer['description'])}</td>"
             f"<td>{shape}</td></tr>"
         )
     parts.append(f"<table><tr><th colspan=3>Responses</th></tr>{rows}</table>")
@@ -126,7 +133,7 @@ def render(document: dict[str, Any]) -> str:
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         f"<title>{escape(info['title'])}</title><style>{_STYLE}</style></head><body>"
-        f"<h1>{escape(info['title'])}</h1><p>{escape(info['description'])}</p>"
+        f"<h1>{escape(info['title'])}</h1><p>{_prose(info['description'])}</p>"
         f'<p>Machine-readable: <a href="{openapi.PATH}">{openapi.PATH}</a> (OpenAPI '
         f"{document['openapi']}). Rows in <span class=extra>this colour</span> are answers "
         "Talon.One's reference does not list.</p>"

@@ -9,7 +9,7 @@ edge never answers there. ``tests/test_openapi.py`` checks both against the refe
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -81,8 +81,6 @@ class Operation:
     reference: tuple[int, ...] | None = None
     description: str = ""
     authenticated: bool = True
-    # Why a status is answered, where the generic text of ``_ERRORS`` is not enough.
-    why: dict[int, str] = field(default_factory=dict)
 
 
 _ERRORS = {
@@ -291,7 +289,7 @@ def _operation(
         ok["content"] = _content("application/json", schema_of[op.response])
     responses[str(op.status)] = ok
     for status in sorted(op.errors):
-        text = op.why.get(status) or _ERRORS[status].format(max_body_bytes=max_body_bytes)
+        text = _ERRORS[status].format(max_body_bytes=max_body_bytes)
         answer: dict[str, Any] = {
             "description": text,
             "content": _content("application/json", error_schema),
