@@ -45,10 +45,11 @@ async def running_edge(
     settings: Settings, key: str | None = None, app: web.Application | None = None
 ) -> AsyncIterator[Client]:
     """A test client on a real port, sending ``key`` with every request when given."""
-    client = TestClient(
-        TestServer(app or create_app(settings), max_line_size=MAX_REQUEST_LINE_BYTES),
-        headers=auth(key) if key else None,
-    )
+    server = TestServer(app or create_app(settings))
+    # The runner's options go to start_server (TestServer's constructor drops them), as
+    # cohortsync-edge passes them to run_app.
+    await server.start_server(max_line_size=MAX_REQUEST_LINE_BYTES)
+    client = TestClient(server, headers=auth(key) if key else None)
     await client.start_server()
     try:
         yield client
