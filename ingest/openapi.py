@@ -267,6 +267,8 @@ def _schemas(types: list[Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             _REF.format(name=old), _REF.format(name=new)
         )
     refs, components = msgspec.json.decode(text)
+    for new in renames.values():
+        components[new]["title"] = new
     for (component, prop), extra in _CONSTRAINTS.items():
         components[component]["properties"][prop].update(extra)
     return refs, components
