@@ -12,6 +12,7 @@ from aiohttp import web
 from ingest import openapi
 from ingest.dashboard import Page, html_response
 from ingest.state import SETTINGS
+from schemas.settings import Settings
 
 routes = web.RouteTableDef()
 
@@ -142,10 +143,10 @@ def render(document: dict[str, Any]) -> str:
 
 
 @cache
-def page(max_body_bytes: int) -> Page:
-    return Page(render(openapi.build(max_body_bytes)))
+def page(settings: Settings) -> Page:
+    return Page(render(openapi.build(settings)))
 
 
 @routes.get("/docs")
 async def docs(request: web.Request) -> web.Response:
-    return html_response(page(request.app[SETTINGS].max_body_bytes))
+    return html_response(page(request.app[SETTINGS]))

@@ -26,6 +26,7 @@ from schemas.cdp import (
     ProfilesAudiences,
 )
 from schemas.profiles import ProfileAttributes
+from schemas.settings import Settings
 from schemas.status import Status
 from schemas.talon import (
     MAX_ACTIONS,
@@ -81,6 +82,8 @@ class Operation:
     reference: tuple[int, ...] | None = None
     description: str = ""
     authenticated: bool = True
+    # Served by the operations port instead when COHORTSYNC_OPS_PORT is set.
+    ops_only: bool = False
 
 
 _ERRORS = {
@@ -232,9 +235,9 @@ OPERATIONS: tuple[Operation, ...] = (
               authenticated=False,
               description="503 with the same body, naming what is not ok."),
     Operation("get", "/metrics", "metrics", "Prometheus metrics", "Operations", 200,
-              ("text/plain", {"type": "string"}), authenticated=False),
+              ("text/plain", {"type": "string"}), authenticated=False, ops_only=True),
     Operation("get", "/dashboard", "dashboard", "A page for people", "Operations", 200,
-              ("text/html", {"type": "string"}), authenticated=False,
+              ("text/html", {"type": "string"}), authenticated=False, ops_only=True,
               description="Self-contained; asks for a key (scope `all` or `read`)."),
     Operation("get", PATH, "openapi", "This document", "Documentation", 200,
               ("application/json", {"type": "object"}), authenticated=False),
@@ -335,17 +338,20 @@ def _operation(
     return built
 
 
-def build(max_body_bytes: int) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of every operation in ``OPERATIONS``."""
+def build(settings: Settings) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the public listener: every operation in ``OPERATIONS`` but
+    those the operations port serves when it is set."""
+    served = [op for op in OPERATIONS if not (op.ops_only and settings.ops_port)]
+    max_body_bytes = settings.max_body_bytes
     types: list[Any] = [ErrorBody, CdpErrorBody]
-    for op in OPERATIONS:
+    for op in served:
         candidates = [op.request, op.response, *(p.schema for p in op.params)]
         types += [t for t in candidates if t is not None and not isinstance(t, tuple | dict)]
     unique = list(dict.fromkeys(types))
     refs, components = _schemas(unique)
     schema_of = dict(zip(unique, refs, strict=True))
     paths: dict[str, dict[str, Any]] = {}
-    for op in OPERATIONS:
+    for op in served:
         paths.setdefault(op.path, {})[op.method] = _operation(op, schema_of, max_body_bytes)
     return {
         "openapi": "3.1.0",
@@ -362,6 +368,12 @@ def build(max_body_bytes: int) -> dict[str, Any]:
                 "method a path does not take a 405 (with `Allow`), in that shape; query parameters "
                 "an operation does not name are ignored; "
                 "`X-Request-Id` is echoed (or made)."
+                + (
+                    " `/metrics` and `/dashboard` are on the operations port "
+                    "(`COHORTSYNC_OPS_PORT`), not on this listener."
+                    if settings.ops_port
+                    else ""
+                )
             ),
         },
         "paths": paths,
@@ -380,12 +392,12 @@ def build(max_body_bytes: int) -> dict[str, Any]:
 
 
 @cache
-def encoded(max_body_bytes: int) -> bytes:
-    return msgspec.json.encode(build(max_body_bytes))
+def encoded(settings: Settings) -> bytes:
+    return msgspec.json.encode(build(settings))
 
 
 @routes.get(PATH)
 async def openapi(request: web.Request) -> web.Response:
     """Describes, reveals no data: served without a key."""
-    body = encoded(request.app[SETTINGS].max_body_bytes)
+    body = encoded(request.app[SETTINGS])
     return web.Response(body=body, content_type="application/json")

@@ -122,7 +122,7 @@ def _report(edge: Edge, sent: int, started: float) -> str:
 
 def test_fuzz_against_our_document(edge: Edge, settings: Settings) -> None:
     started = time.monotonic()
-    schema = schemathesis.openapi.from_dict(openapi.build(settings.max_body_bytes))
+    schema = schemathesis.openapi.from_dict(openapi.build(settings))
     sent = _fuzz(edge, schema, OWN_CHECKS, "ours")
     print(_report(edge, sent, started))
     assert not edge.problems, "\n\n".join(edge.problems)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import msgspec
 import pytest
 from aiohttp import web
 
@@ -20,7 +21,7 @@ REFERENCES = {"integration": ref.integration_api(), "cdp": ref.cdp_api()}
 
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
-    return openapi.build(Settings().max_body_bytes)
+    return openapi.build(Settings())
 
 
 async def test_document_is_served_without_a_key(settings: Settings) -> None:
@@ -30,7 +31,7 @@ async def test_document_is_served_without_a_key(settings: Settings) -> None:
         assert response.content_type == "application/json"
         served = await response.json()
     assert served["openapi"] == "3.1.0"
-    assert served == openapi.build(settings.max_body_bytes)
+    assert served == openapi.build(settings)
 
 
 def _served_routes(app: web.Application) -> set[tuple[str, str]]:
@@ -43,11 +44,15 @@ def _served_routes(app: web.Application) -> set[tuple[str, str]]:
     return found
 
 
+@pytest.mark.parametrize("ops_port", [0, 9091], ids=["one port", "ops port"])
 def test_every_route_is_described_and_every_description_served(
-    document: dict[str, Any], settings: Settings
+    settings: Settings, ops_port: int
 ) -> None:
+    settings = msgspec.structs.replace(settings, ops_port=ops_port)
+    document = openapi.build(settings)
     described = {(m, p) for p, item in document["paths"].items() for m in item}
     assert described == _served_routes(create_app(settings))
+    assert (("get", "/metrics") in described) == (not ops_port)
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))
