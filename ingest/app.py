@@ -15,10 +15,12 @@ from ingest import (
     cdp,
     connections,
     dashboard,
+    docs,
     health,
     logs,
     memberships,
     metrics,
+    openapi,
     profiles,
     readapi,
     redisclient,
@@ -50,8 +52,10 @@ async def _pools(app: web.Application) -> AsyncIterator[None]:
         await pool.close()
 
 
-# What the public listener serves: the APIs and the probes.
-PUBLIC_ROUTES = (health, auth, audiences, memberships, readapi, profiles, cdp, amplitude, status)
+# What the public listener serves: the APIs, their description and the probes.
+PUBLIC_ROUTES = (
+    health, auth, audiences, memberships, readapi, profiles, cdp, amplitude, status, openapi, docs
+)  # fmt: skip
 # What the operations port serves (COHORTSYNC_OPS_PORT): the probes too, and /v1/status, which
 # the dashboard polls from its own origin.
 OPS_ROUTES = (health, status, metrics, dashboard)

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 import msgspec
 from aiohttp import web
+from msgspec import UNSET, UnsetType
 
 from ingest import store
 from ingest.bodies import json_response, path_id, read_json
@@ -49,9 +50,9 @@ def audience_not_found(audience_id: int) -> NotFound:
     )
 
 
-def _check_unique(ids: list[int] | None) -> None:
+def _check_unique(ids: list[int] | UnsetType) -> None:
     # The contract says uniqueItems; msgspec has no such constraint.
-    if ids is not None and len(set(ids)) != len(ids):
+    if ids is not UNSET and len(set(ids)) != len(ids):
         raise BadRequest(
             "Invalid request body",
             "subscribedApplicationsIds must not repeat an id",
@@ -127,7 +128,7 @@ async def update(request: web.Request) -> web.Response:
     body = await read_json(request, _update_audience)
     _check_unique(body.subscribed_applications_ids)
     row = await store.update_audience(
-        request.app[DB], audience_id, body.name, body.subscribed_applications_ids
+        request.app[DB], audience_id, body.name, store.given(body.subscribed_applications_ids)
     )
     if row is None:
         raise audience_not_found(audience_id)

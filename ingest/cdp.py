@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from functools import cache
@@ -31,6 +32,11 @@ routes = web.RouteTableDef()
 PREFIX = "/cdp/"
 DESTINATION_HOSTNAME = "destination-hostname"
 PLATFORM_NAME = "customer-data-platform-name"
+# The reference bounds the platform name nowhere; it becomes audiences' ``integration``.
+MAX_HEADER_LENGTH = 1000
+# RFC 1123 labels (the reference's ``format: hostname``), after _hostname() lowercased it.
+_HOSTNAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(?:\.(?!-)[a-z0-9-]{1,63}(?<!-))*")
+MAX_HOSTNAME_LENGTH = 253
 
 T = TypeVar("T", int, str)
 
@@ -82,12 +88,17 @@ def platform_of(request: web.Request) -> str:
     destination = request.headers.get(DESTINATION_HOSTNAME, "").strip()
     if not destination:
         raise BadRequest("No Deployment URL specified")
+    hostname = _hostname(destination)
+    if len(hostname) > MAX_HOSTNAME_LENGTH or not _HOSTNAME.fullmatch(hostname):
+        raise BadRequest(f"{DESTINATION_HOSTNAME} must be a hostname (or a URL of one)")
     allowed = _allowed(request.app[SETTINGS].allowed_destination_hostnames)
-    if allowed and _hostname(destination) not in allowed:
+    if allowed and hostname not in allowed:
         raise BadRequest(f"Deployment URL '{destination}' is not served here")
     platform = request.headers.get(PLATFORM_NAME, "").strip().lower()
     if not platform:
         raise BadRequest("No customer data platform name specified")
+    if len(platform) > MAX_HEADER_LENGTH:
+        raise BadRequest(f"{PLATFORM_NAME} must be at most {MAX_HEADER_LENGTH} characters")
     return platform
 
 

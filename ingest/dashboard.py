@@ -50,9 +50,8 @@ def page() -> Page:
     return Page(html)
 
 
-@routes.get("/dashboard")
-async def dashboard(request: web.Request) -> web.Response:
-    found = page()
+def html_response(found: Page) -> web.Response:
+    """A self-contained page with the headers that keep it so."""
     return web.Response(
         body=found.body,
         content_type="text/html",
@@ -64,3 +63,8 @@ async def dashboard(request: web.Request) -> web.Response:
             "Cache-Control": "no-cache",
         },
     )
+
+
+@routes.get("/dashboard")
+async def dashboard(request: web.Request) -> web.Response:
+    return html_response(page())

@@ -12,6 +12,7 @@ import re
 import uuid
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from ingest.errors import Handler, route_of
 from ingest.metrics import CLIENT_CLOSED, count_request
@@ -25,6 +26,23 @@ REQUEST_ID = web.RequestKey("request_id", str)
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Probes and scrapes arrive every few seconds from every kubelet and Prometheus: DEBUG only.
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class _Unparsable(logging.Filter):
+    """aiohttp logs a request it cannot parse (a request line past its bound, broken HTTP) at
+    ERROR with a traceback whose message quotes the request line, path and all. Keep one
+    WARNING naming the error's type: the client's mistake, not ours, and no path in the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, BadHttpMessage):
+            record.msg, record.args = "unparsable HTTP request refused: %s", (type(error).__name__,)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+logging.getLogger("aiohttp.server").addFilter(_Unparsable())
 
 
 def request_id(request: web.Request) -> str:

@@ -10,6 +10,7 @@ import signal
 from aiohttp import web
 
 from ingest.app import DB_POOL_MAX, create_ops_app
+from ingest.bodies import MAX_REQUEST_LINE_BYTES
 from ingest.connections import CONNECTIONS, Connections
 from schemas.settings import PREFIX, Settings, SettingsError
 
@@ -81,6 +82,7 @@ async def serve(settings: Settings, public: web.Application) -> None:
                 access_log=None,
                 keepalive_timeout=settings.keepalive_timeout_s,
                 shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+                max_line_size=MAX_REQUEST_LINE_BYTES,
             )
             await runner.setup()
             runners.append(runner)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC
+from typing import TypeVar
 
 import asyncpg
+from msgspec import UNSET, UnsetType
 
 from schemas.talon import NewAudience
+
+T = TypeVar("T")
 
 _AUDIENCE_COLUMNS = """a.id, a.account_id, a.name, a.description, a.sandbox, a.integration,
     a.integration_id, a.created_in_3rd_party, a.subscribed_applications_ids, a.created_at,
@@ -21,12 +25,17 @@ async def find_api_key(pool: asyncpg.Pool, key_hash: bytes) -> asyncpg.Record | 
     )
 
 
+def given(value: T | UnsetType) -> T | None:
+    """An optional request field as its column value: absent (UNSET) is NULL."""
+    return None if value is UNSET else value
+
+
 async def create_audience(
     conn: asyncpg.Pool | asyncpg.Connection, account_id: int, new: NewAudience
 ) -> asyncpg.Record:
     """Insert an audience; raises ``asyncpg.UniqueViolationError`` for a live duplicate
     integration + integrationId."""
-    last_update = new.last_update
+    last_update = given(new.last_update)
     if last_update is not None and last_update.tzinfo is None:
         last_update = last_update.replace(tzinfo=UTC)
     row = await conn.fetchrow(
@@ -36,12 +45,12 @@ async def create_audience(
             RETURNING {_AUDIENCE_COLUMNS}""",
         account_id,
         new.name,
-        new.description,
-        new.sandbox,
-        new.integration,
-        new.integration_id,
-        new.created_in_3rd_party,
-        new.subscribed_applications_ids,
+        given(new.description),
+        given(new.sandbox),
+        given(new.integration),
+        given(new.integration_id),
+        given(new.created_in_3rd_party),
+        given(new.subscribed_applications_ids),
         last_update,
     )
     assert row is not None

@@ -18,7 +18,7 @@ class CohortUser(msgspec.Struct, gc=False):
     user_id: ProfileIntegrationId
     # Kept as the JSON text that arrived: it goes to Postgres as jsonb without being rebuilt.
     # Absent and null both mean "no properties"; anything but an object is refused.
-    user_properties: msgspec.Raw = msgspec.Raw(b"null")
+    user_properties: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
 
 
 class CohortSync(msgspec.Struct):

@@ -6,12 +6,15 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
 # Ids are Postgres bigints: bounding them here turns an oversized number into a 400, not a 500.
 BIGINT_MAX = 2**63 - 1
 Id = Annotated[int, Meta(ge=1, le=BIGINT_MAX)]
-Name = Annotated[str, Meta(min_length=1)]
+# The Integration API gives a name no upper bound; its Third-party API bounds the same audience
+# name to 1000 characters, and so does the edge everywhere (a 500 KB name is a 400).
+MAX_NAME_LENGTH = 1000
+Name = Annotated[str, Meta(min_length=1, max_length=MAX_NAME_LENGTH)]
 IntegrationId = Annotated[str, Meta(min_length=1, max_length=1000)]
 ProfileIntegrationId = Annotated[str, Meta(min_length=1, max_length=1000)]
 # The contract allows 1000 actions per request.
@@ -25,24 +28,28 @@ class Body(msgspec.Struct, rename="camel", omit_defaults=True):
 # --- requests -------------------------------------------------------------------------------
 
 
+# Optional request fields may be absent but not null: the contract types them without null, so
+# ``"lastUpdate": null`` is a 400 like any other wrong type (UNSET: absent).
+
+
 class NewAudience(Body, kw_only=True):
     """POST /v2/audiences."""
 
     name: Name
-    sandbox: bool | None = None
-    description: str | None = None
-    subscribed_applications_ids: list[Id] | None = None
-    integration: str | None = None
-    integration_id: IntegrationId | None = None
-    created_in_3rd_party: bool | None = msgspec.field(default=None, name="createdIn3rdParty")
-    last_update: datetime | None = None
+    sandbox: bool | UnsetType = UNSET
+    description: str | UnsetType = UNSET
+    subscribed_applications_ids: list[Id] | UnsetType = UNSET
+    integration: str | UnsetType = UNSET
+    integration_id: IntegrationId | UnsetType = UNSET
+    created_in_3rd_party: bool | UnsetType = msgspec.field(default=UNSET, name="createdIn3rdParty")
+    last_update: datetime | UnsetType = UNSET
 
 
 class UpdateAudience(Body, kw_only=True):
     """PUT /v2/audiences/{audienceId}."""
 
     name: Name
-    subscribed_applications_ids: list[Id] | None = None
+    subscribed_applications_ids: list[Id] | UnsetType = UNSET
 
 
 class AudienceAction(Body, gc=False):

@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from ingest.app import create_app
+from ingest.bodies import MAX_REQUEST_LINE_BYTES
 from schemas import keys
 from schemas.apikeys import hash_key, new_key, shown_part
 from schemas.settings import Settings
@@ -44,7 +45,11 @@ async def running_edge(
     settings: Settings, key: str | None = None, app: web.Application | None = None
 ) -> AsyncIterator[Client]:
     """A test client on a real port, sending ``key`` with every request when given."""
-    client = TestClient(TestServer(app or create_app(settings)), headers=auth(key) if key else None)
+    server = TestServer(app or create_app(settings))
+    # The runner's options go to start_server (TestServer's constructor drops them), as
+    # cohortsync-edge passes them to run_app.
+    await server.start_server(max_line_size=MAX_REQUEST_LINE_BYTES)
+    client = TestClient(server, headers=auth(key) if key else None)
     await client.start_server()
     try:
         yield client

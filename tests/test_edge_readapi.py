@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import asyncpg
 import pytest
 
@@ -128,3 +130,11 @@ async def test_bad_query_parameters_are_400(client: Client, query: str, paramete
         error = await resp.json()
         assert error["StatusCode"] == 400
         assert error["errors"][0]["source"] == {"parameter": parameter}
+
+
+async def test_the_longest_profile_id_fits_in_a_request_line(client: Client) -> None:
+    # 1000 characters of 4 UTF-8 bytes: 12,000 bytes percent-encoded, past aiohttp's default.
+    profile_id = "\U0001f600" * 1000
+    response = await client.get(f"/v1/customer_profiles/{quote(profile_id)}/audiences")
+    assert response.status == 200
+    assert await response.json() == {"data": []}
