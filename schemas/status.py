@@ -86,14 +86,12 @@ def snapshot_args(now_s: float, audience_ids: Iterable[int] = ()) -> list[str | 
 
 
 def parse_snapshot(reply: list[Any]) -> QueueSnapshot:
-    backlog, due, deferred, rate, live, running, applied, dead, rows = reply
-    in_flight = min(int(running), int(due))
+    backlog, ready, deferred, rate, live, running, applied, dead, rows = reply
     return QueueSnapshot(
         # The total is decremented by several scripts; never report a passing negative.
         backlog=max(0, int(backlog)),
-        # A running job stays on arq's queue until it finishes, under a lease while it runs.
-        ready=max(0, int(due) - in_flight),
-        in_flight=in_flight,
+        ready=int(ready),
+        in_flight=int(running),
         deferred=int(deferred),
         rate_in_force=int(rate) if rate not in (b"", "") else None,
         workers_live=int(live),

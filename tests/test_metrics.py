@@ -131,13 +131,11 @@ async def test_a_dead_replica_is_forgotten_and_never_counted(
         alive, b"Nov-28 12:00:00 j_complete=9 j_failed=0 j_retried=0 j_ongoing=7 queued=12"
     )
     await redis.set(expired, b"j_ongoing=100")
-    # In flight is what runs under a lease: 7 held, 2 whose holder died and whose lease lapsed
-    # (ready for any replica), 1 not started.
-    jobs = {f"cs:1:{v}": now_ms - 5000 for v in range(10)}
-    await redis.zadd(settings.queue_name, jobs)
-    leased = list(jobs)
-    await redis.zadd(keys.LEASES, dict.fromkeys(leased[:7], now_ms + 10000))
-    await redis.zadd(keys.LEASES, dict.fromkeys(leased[7:9], now_ms - 1000))
+    # In flight is what runs under a lease: 7 held; 2 whose holder died and whose lease lapsed
+    # are ready for any replica, like the 1 not started yet on arq's queue.
+    await redis.zadd(keys.LEASES, {f"cs:1:{v}": now_ms + 10_000 for v in range(7)})
+    await redis.zadd(keys.LEASES, {f"cs:1:{v}": now_ms - 1000 for v in range(7, 9)})
+    await redis.zadd(settings.queue_name, {"cs:1:9": now_ms - 5000})
 
     found = await scrape(client)
     assert value(found, "cohortsync_workers_live") == 1

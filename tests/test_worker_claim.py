@@ -1,4 +1,5 @@
-"""claim.lua and renew.lua: leases on running jobs, claimed for many ids at once."""
+"""claim.lua and renew.lua: a running job leaves arq's queue for a lease, claimed for many jobs
+in one round trip at a cost that does not grow with the jobs other replicas run."""
 
 from __future__ import annotations
 
@@ -12,31 +13,33 @@ from worker.leases import LEASE_S, Leases
 QUEUE = "claim-test:queue"
 
 
-async def test_claims_only_due_queued_unleased_jobs(redis: aioredis.Redis) -> None:
-    now_ms = int(time.time() * 1000)
-    await redis.zadd(QUEUE, {"due": now_ms - 10, "running": now_ms - 10, "later": now_ms + 60_000})
-    await redis.zadd(keys.LEASES, {"running": now_ms + 60_000})
-    leases = Leases(redis, QUEUE)
-    claimed = await leases.claim(["due", "running", "later", "gone"], room=5)
-    assert [(c.job_id, c.score) for c in claimed] == [("due", now_ms - 10)]
-    lease_ms = await redis.zscore(keys.LEASES, "due")
-    assert lease_ms is not None
-    assert now_ms < lease_ms <= time.time() * 1000 + LEASE_S * 1000
-    # A second replica reading the same ids gets nothing: the lease is exclusive.
-    assert await leases.claim(["due", "running", "later", "gone"], room=5) == []
-
-
-async def test_a_lapsed_lease_is_claimable_and_held_ids_do_not_count_against_room(
+async def test_claims_due_jobs_oldest_first_and_moves_them_to_leases(
     redis: aioredis.Redis,
 ) -> None:
     now_ms = int(time.time() * 1000)
-    held = {f"held{i}": now_ms - 100 + i for i in range(50)}
-    await redis.zadd(QUEUE, {**held, "dead-holder": now_ms - 1, "free": now_ms})
-    await redis.zadd(keys.LEASES, dict.fromkeys(held, now_ms + 60000))
-    # A replica that died: its lease lapsed a moment ago, nobody renewed it.
-    await redis.zadd(keys.LEASES, {"dead-holder": now_ms - 1})
-    claimed = await Leases(redis, QUEUE).claim([*held, "dead-holder", "free"], room=2)
-    assert [c.job_id for c in claimed] == ["dead-holder", "free"]
+    await redis.zadd(QUEUE, {"old": now_ms - 20, "due": now_ms - 10, "later": now_ms + 60_000})
+    leases = Leases(redis, QUEUE)
+    claimed = await leases.claim(room=1)
+    assert [(c.job_id, c.score) for c in claimed] == [("old", now_ms - 20)]
+    assert [(c.job_id, c.score) for c in await leases.claim(room=5)] == [("due", now_ms - 10)]
+    # Held jobs are off the queue: the next claim finds only what is not due yet.
+    assert await leases.claim(room=5) == []
+    assert await redis.zrange(QUEUE, 0, -1) == [b"later"]
+    for job in ("old", "due"):
+        lapses_ms = await redis.zscore(keys.LEASES, job)
+        assert lapses_ms is not None
+        assert now_ms < lapses_ms <= time.time() * 1000 + LEASE_S * 1000
+
+
+async def test_a_lapsed_lease_goes_back_to_the_head_of_the_queue(redis: aioredis.Redis) -> None:
+    now_ms = int(time.time() * 1000)
+    await redis.zadd(QUEUE, {"queued": now_ms - 5})
+    # One job held by a live replica, one by a replica that died a lease ago.
+    await redis.zadd(keys.LEASES, {"held": now_ms + 60_000, "dead-holder": now_ms - 1})
+    claimed = await Leases(redis, QUEUE).claim(room=1)
+    assert [c.job_id for c in claimed] == ["dead-holder"]
+    assert await redis.zrange(QUEUE, 0, -1) == [b"queued"]
+    assert await redis.zscore(keys.LEASES, "held") == now_ms + 60_000
 
 
 async def test_renew_extends_only_leases_still_held(redis: aioredis.Redis) -> None:
@@ -47,3 +50,14 @@ async def test_renew_extends_only_leases_still_held(redis: aioredis.Redis) -> No
     assert renewed is not None
     assert renewed > now_ms + 1000
     assert await redis.zscore(keys.LEASES, "finished") is None
+
+
+async def test_retry_requeues_only_a_job_that_still_exists(redis: aioredis.Redis) -> None:
+    leases = Leases(redis, QUEUE)
+    await redis.zadd(keys.LEASES, {"cs:1:1": 1, "cs:1:2": 1})
+    await redis.set(keys.ARQ_JOB_PREFIX + "cs:1:1", b"job")
+    assert await leases.retry("cs:1:1", due_ms=1234) is True
+    # Finished by another run meanwhile (its key is gone): no ghost on the queue.
+    assert await leases.retry("cs:1:2", due_ms=1234) is False
+    assert await redis.zrange(QUEUE, 0, -1, withscores=True) == [(b"cs:1:1", 1234.0)]
+    assert await redis.zcard(keys.LEASES) == 0

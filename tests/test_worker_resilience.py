@@ -32,29 +32,26 @@ async def noop(ctx: dict[str, Any]) -> None:
     """A function for arq's worker to know; HoldingWorker never calls it."""
 
 
-async def test_claims_fill_the_room_past_a_held_head_and_never_more(
+async def test_claims_fill_the_room_and_never_more(
     settings: Settings, redis: aioredis.Redis
 ) -> None:
     now_ms = int(time.time() * 1000)
-    # Another replica holds the head of the queue; ten jobs behind it are free.
-    await redis.zadd(
-        QUEUE, {"held": now_ms - 100, **{f"free{i}": now_ms - 50 + i for i in range(10)}}
-    )
-    await redis.zadd(keys.LEASES, {"held": now_ms + 60_000})
+    await redis.zadd(QUEUE, {f"free{i}": now_ms - 50 + i for i in range(10)})
+    # Another replica runs 1,000 jobs: they are off the queue, so they cost this claim nothing.
+    await redis.zadd(keys.LEASES, {f"held{i}": now_ms + 60_000 for i in range(1000)})
     pool = await create_pool(redis_settings(settings))
     worker = HoldingWorker(
         functions=[func(noop, name="noop")],
         redis_pool=pool,
         queue_name=QUEUE,
         max_jobs=4,
-        queue_read_limit=4,
         handle_signals=False,
     )
     try:
         await worker._claim_and_start()
         assert sorted(worker.tasks) == ["free0", "free1", "free2", "free3"]
-        leased = await redis.zrangebyscore(keys.LEASES, now_ms, "+inf")
-        assert sorted(leased) == [b"free0", b"free1", b"free2", b"free3", b"held"]
+        assert await redis.zcard(QUEUE) == 6
+        assert await redis.zcard(keys.LEASES) == 1004
     finally:
         for task in worker.tasks.values():
             task.cancel()

@@ -90,6 +90,11 @@ class ChangeWorker(Worker):
     _redis_problem: str | None = None
     _redis_failures = 0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Job id -> the score it was claimed with, while it runs (arq defers relative to it).
+        self._scores: dict[str, int] = {}
+
     @property
     def leases(self) -> Leases:
         if self._leases is None:
@@ -137,25 +142,15 @@ class ChangeWorker(Worker):
 
     async def _claim_and_start(self) -> None:
         room = self.max_jobs - self.job_counter
-        now_ms = int(time.time() * 1000)
-        offset, started = 0, 0
-        while room > started:
-            page = await self.pool.zrangebyscore(
-                self.queue_name, min="-inf", max=now_ms, start=offset, num=self.queue_read_limit
-            )
-            ids = [j.decode() for j in page]
-            unstarted = [j for j in ids if j not in self.tasks]
-            for job in await self.leases.claim(unstarted, room - started):
-                await self.sem.acquire()  # never waits: at most ``room`` ids were claimed
-                self.job_counter += 1
-                task = self.loop.create_task(self.run_job(job.job_id, job.score))
-                task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
-                self.tasks[job.job_id] = task
-                started += 1
-            if len(page) < self.queue_read_limit:
-                break
-            offset += len(page)
-        if not started:
+        claimed = await self.leases.claim(room)
+        for job in claimed:
+            await self.sem.acquire()  # never waits: at most ``room`` ids were claimed
+            self.job_counter += 1
+            self._scores[job.job_id] = job.score
+            task = self.loop.create_task(self.run_job(job.job_id, job.score))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job.job_id] = task
+        if not claimed:
             await asyncio.sleep(IDLE_POLL_DELAY_S - POLL_DELAY_S)
 
     async def _renew_leases(self) -> None:
@@ -177,6 +172,7 @@ class ChangeWorker(Worker):
             self._redis_failed(e)
         finally:
             self._outcomes().pop(job_id, None)
+            self._scores.pop(job_id, None)
 
     async def finish_job(
         self,

@@ -56,6 +56,7 @@ class Dispatcher:
             keys.ACTIVE_SET,
             keys.CLEARED,
             keys.BACKLOG_TOTAL,
+            keys.LEASES,
         ]
         self._args: list[str | int] = [
             settings.dispatch_watermark,

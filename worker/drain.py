@@ -20,10 +20,11 @@ async def is_drained(redis: Redis, queue_name: str) -> bool:
     async with redis.pipeline(transaction=True) as pipe:
         pipe.get(keys.BACKLOG_TOTAL)
         pipe.llen(keys.ACTIVE_LIST)
-        # A job leaves arq's queue only when it finished, so this counts running jobs too.
         pipe.zcard(queue_name)
-        total, active, queued = await pipe.execute()
-    return int(total or 0) <= 0 and active == 0 and queued == 0
+        # Running jobs are held under a lease, off arq's queue, until they finish.
+        pipe.zcard(keys.LEASES)
+        total, active, queued, running = await pipe.execute()
+    return int(total or 0) <= 0 and active == 0 and queued == 0 and running == 0
 
 
 async def run_until_drained(settings: Settings, timeout_s: float = 60, **overrides: Any) -> None:

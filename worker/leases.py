@@ -20,6 +20,8 @@ from schemas.lua import source
 # lease, so a replica keeps its jobs through a Redis hiccup or event-loop stall of seconds.
 LEASE_S = 10.0
 RENEW_EVERY_S = LEASE_S / 4
+# Lapsed leases one claim puts back on the queue (a dead replica held at most its max_jobs).
+MAX_LAPSED_PER_CLAIM = 1000
 
 Outcome = Literal["applied", "dropped", "dead"]
 
@@ -47,12 +49,12 @@ class Leases:
         self._finish = redis.register_script(source("finish"))
         self._queue = queue_name
 
-    async def claim(self, job_ids: list[str], room: int) -> list[Claimed]:
-        """Lease up to ``room`` of ``job_ids`` (oldest first) that are due and held by none."""
-        if not job_ids or room <= 0:
-            return []
+    async def claim(self, room: int) -> list[Claimed]:
+        """Lease up to ``room`` due jobs, oldest first (after returning lapsed leases to the
+        queue, which ``room`` 0 does alone)."""
         reply = await self._claim(
-            keys=[self._queue, keys.LEASES], args=[room, int(LEASE_S * 1000), *job_ids]
+            keys=[self._queue, keys.LEASES],
+            args=[max(room, 0), int(LEASE_S * 1000), MAX_LAPSED_PER_CLAIM],
         )
         return [
             Claimed(raw.decode(), int(float(score)))
@@ -76,11 +78,12 @@ class Leases:
         )
         return bool(counted)
 
-    async def retry(self, job_id: str, defer_ms: int) -> bool:
-        """Give the job back to the queue, due ``defer_ms`` later than it was."""
+    async def retry(self, job_id: str, due_ms: int) -> bool:
+        """Give the job back to the queue, due at ``due_ms`` (Unix ms); False if another run
+        had finished it."""
         requeued: int = await self._finish(
             keys=self._finish_keys(job_id, 0),
-            args=[job_id, "retry", "", defer_ms, keys.APPLIED_SECOND_TTL_S, b""],
+            args=[job_id, "retry", "", due_ms, keys.APPLIED_SECOND_TTL_S, b""],
         )
         return bool(requeued)
 

@@ -2,7 +2,7 @@
 -- only while arq's ready queue is below the watermark. Atomic: an entry leaves its backlog in the
 -- same step that creates its arq job, so a crash in between cannot lose it.
 -- KEYS[1] arq queue (sorted set), KEYS[2] active list, KEYS[3] active set, KEYS[4] cleared hash,
--- KEYS[5] backlog total.
+-- KEYS[5] backlog total, KEYS[6] leases (running jobs, which count against the watermark too).
 -- ARGV[1] watermark, ARGV[2] most jobs to create, ARGV[3] entries per audience per turn,
 -- ARGV[4] backlog key prefix, ARGV[5] stats key prefix, ARGV[6] arq job key prefix,
 -- ARGV[7] arq function name.
@@ -10,7 +10,7 @@
 -- Returns {jobs created, stale entries dropped, ready jobs before, backlog total after}.
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ready = redis.call('ZCOUNT', KEYS[1], '-inf', now_ms)
+local ready = redis.call('ZCOUNT', KEYS[1], '-inf', now_ms) + redis.call('ZCARD', KEYS[6])
 local room = math.min(tonumber(ARGV[2]), tonumber(ARGV[1]) - ready)
 local created, dropped = 0, 0
 if room > 0 then

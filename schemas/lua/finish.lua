@@ -1,20 +1,20 @@
 -- End one run of a change's job, and count its outcome in the same step, exactly once per job:
 -- only the run that deletes the job's key counts, so a job re-run after its holder died (or
 -- run twice after a lease lapsed) never counts twice, and a crash before this step counts
--- nothing (the job runs again and is counted then).
--- A dead change's letter is kept in the same step, so it exists once, exactly when it is counted.
+-- nothing (the job runs again and is counted then). A dead change's letter is kept in the same
+-- step, so it exists once, exactly when it is counted.
 -- KEYS[1] arq queue, KEYS[2] leases, KEYS[3] job key, KEYS[4] arq retry key, KEYS[5] the
 -- audience's stats hash, KEYS[6] this second's applied counter, KEYS[7] dead letters.
 -- ARGV[1] job id, ARGV[2] 'done' or 'retry', ARGV[3] outcome for 'done' (applied, dropped or
--- dead), ARGV[4] ms to push a retried job's score back, ARGV[5] TTL of the applied counter (s),
+-- dead), ARGV[4] score (ms) a retried job is due at, ARGV[5] TTL of the applied counter (s),
 -- ARGV[6] the dead letter (JSON) when the outcome is dead.
 -- Returns 1 if this run counted the outcome (or re-queued the job), else 0.
 local id = ARGV[1]
 redis.call('ZREM', KEYS[2], id)
 if ARGV[2] == 'retry' then
-  -- Only while still queued: a job finished by another run must not come back as a ghost.
-  if redis.call('ZSCORE', KEYS[1], id) then
-    redis.call('ZINCRBY', KEYS[1], tonumber(ARGV[4]), id)
+  -- Only while the job exists: one finished by another run must not come back as a ghost.
+  if redis.call('EXISTS', KEYS[3]) == 1 then
+    redis.call('ZADD', KEYS[1], tonumber(ARGV[4]), id)
     return 1
   end
   return 0

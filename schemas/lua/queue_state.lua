@@ -9,13 +9,21 @@
 -- seconds, ARGV[6] measuring window in seconds, then audience ids to report besides the active
 -- ones.
 -- Health and backlog keys are derived here, so this script assumes a single Redis node.
--- Returns {backlog total, due jobs, deferred jobs, rate in force or '', live replicas, jobs
+-- Returns {backlog total, ready jobs, deferred jobs, rate in force or '', live replicas, jobs
 -- running, applied in the window, dead letters, {{audience, backlog, accepted, applied, dropped,
 -- dead}, ...}}.
 local now_ms = ARGV[1]
 local backlog = tonumber(redis.call('GET', KEYS[1]) or '0')
-local due = redis.call('ZCOUNT', KEYS[2], '-inf', now_ms)
+-- arq's queue holds only jobs no replica runs (claim.lua moves a running job to the leases);
+-- a lapsed lease is ready too: its replica died and the next claim puts it back.
+local t = redis.call('TIME')
+local redis_now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lapsed = redis.call('ZCOUNT', KEYS[6], '-inf', redis_now_ms)
+local due = redis.call('ZCOUNT', KEYS[2], '-inf', now_ms) + lapsed
 local deferred = redis.call('ZCOUNT', KEYS[2], '(' .. now_ms, '+inf')
+-- Running: jobs under a lease that has not lapsed, so a dead replica's jobs stay in flight
+-- until their lease lapses and another replica takes them.
+local running = redis.call('ZCOUNT', KEYS[6], '(' .. redis_now_ms, '+inf')
 -- The override of cohortsync-admin set-rate, else the rate the workers were started with.
 local cfg = redis.call('HMGET', KEYS[3], 'rate_per_minute', 'workers_rate_per_minute')
 local rate = cfg[1] or cfg[2] or ''
@@ -27,10 +35,6 @@ for _, health_key in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
     live = live + 1
   end
 end
--- Running: jobs under a lease that has not lapsed (Redis clock, as the leases are written), so a
--- dead replica's jobs stay in flight until their lease lapses and another replica takes them.
-local t = redis.call('TIME')
-local running = redis.call('ZCOUNT', KEYS[6], '(' .. (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)), '+inf')
 local dead = redis.call('LLEN', KEYS[7])
 
 local applied = 0

@@ -25,6 +25,8 @@ class Sizes:
     # Memory: users queued in backlogs, and jobs queued with arq for the baseline.
     memory_users: int
     memory_arq_jobs: int
+    # Claims: jobs other replicas run, from the baseline's to the largest (x10 steps).
+    claim_held: tuple[int, ...]
 
 
 FULL = Sizes(
@@ -40,6 +42,7 @@ FULL = Sizes(
     fairness_warmup_s=5.0,
     memory_users=1_000_000,
     memory_arq_jobs=100_000,
+    claim_held=(100, 1_000, 10_000, 100_000),
 )
 
 QUICK = Sizes(
@@ -55,4 +58,5 @@ QUICK = Sizes(
     fairness_warmup_s=1.0,
     memory_users=20_000,
     memory_arq_jobs=2_000,
+    claim_held=(100, 10_000),
 )
