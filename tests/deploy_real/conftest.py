@@ -1,5 +1,5 @@
 """make test-deploy: the image built from deploy/Dockerfile on a Debian base, once per session;
-the figures an operator asks for (image size, build times, what was evaluated) printed at the end."""
+the figures an operator asks for (image size, build times, what ran) printed at the end."""
 
 from __future__ import annotations
 
