@@ -13,7 +13,8 @@ from pathlib import Path
 from tests.deploy_support import DEPLOY, ROOT
 
 CONTAINERS_CONF = DEPLOY / "podman" / "containers.conf"
-PODMAN = ("podman", "--runtime", "runc", "--cgroup-manager=cgroupfs")
+# runc and cgroupfs come from CONTAINERS_CONF (podman-compose calls podman too).
+PODMAN = ("podman",)
 # Builds reach the package indexes through the host's network, whose TLS may be intercepted by a
 # CA only the host trusts: its bundle is mounted read-only over the image's own, where pip
 # (certifi on Debian, truststore on the official image) and apt look.
