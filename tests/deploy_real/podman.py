@@ -64,11 +64,13 @@ def content_tag(repository: str, *parts: str | bytes) -> str:
     return f"{repository}:{digest.hexdigest()[:16]}"
 
 
-def base_image() -> str:
-    """The Debian base (mmdebstrap, then ``podman import``), made once per content hash."""
+def base_image() -> tuple[str, float | None]:
+    """The Debian base (mmdebstrap, then ``podman import``), made once per content hash: its
+    tag, and the seconds making it took (None when it was there already)."""
     tag = content_tag(BASE_REPOSITORY, "minbase", BASE_SUITE, *BASE_PACKAGES)
     if image_exists(tag):
-        return tag
+        return tag, None
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="cohortsync-base-") as tmp:
         tarball = Path(tmp) / "base.tar"
         subprocess.run(
@@ -85,7 +87,7 @@ def base_image() -> str:
             stdin=subprocess.DEVNULL,
         )
         podman("import", "--change", 'CMD ["python3"]', str(tarball), tag)
-    return tag
+    return tag, time.monotonic() - started
 
 
 def build(
@@ -94,15 +96,12 @@ def build(
     *,
     context: Path = ROOT,
     build_args: dict[str, str] | None = None,
-    no_cache: bool = False,
 ) -> float:
     """``podman build``; returns the seconds it took."""
     args = ["build", "--network", "host", "--file", str(containerfile), "--tag", tag]
     args += ["--volume", f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro"]
     for name, value in (build_args or {}).items():
         args += ["--build-arg", f"{name}={value}"]
-    if no_cache:
-        args.append("--no-cache")
     started = time.monotonic()
     podman(*args, str(context))
     return time.monotonic() - started

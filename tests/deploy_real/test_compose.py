@@ -27,8 +27,7 @@ WORKERS = 3
 
 
 @pytest.fixture(scope="module")
-def compose(image: str) -> Iterator[Compose]:
-    base = pm.base_image()
+def compose(image: str, base: str) -> Iterator[Compose]:
     variables = {
         "POSTGRES_IMAGE": standin("postgres", base),
         "REDIS_IMAGE": standin("redis", base),

@@ -66,7 +66,9 @@ async def test_edge_and_two_workers_drain_5000_changes_exactly(
         f"--rate-per-minute={RATE_LIMIT_PER_MINUTE}",
     )
     record("5,000 changes drained by 2 worker containers", f"{time.monotonic() - started:.1f} s")
-    applied = [value(samples(scrape(w)), "cohortsync_changes_applied_total") for w in stack.workers]
+    applied = [
+        value(samples(scrape(w)), "cohortsync_changes_applied_total") or 0.0 for w in stack.workers
+    ]
     assert sum(applied) == CHANGES, (applied, out)
     edge = samples(scrape(stack.edge))
     assert value(edge, "cohortsync_workers_live") == 2
