@@ -35,7 +35,8 @@ class Container:
 class Stack:
     image: str
     env: tuple[str, ...]  # podman --env arguments every container of the stack gets
-    edge: Container
+    edge: Container  # its url: the ops port, where /metrics is served
+    edge_public_url: str
     workers: tuple[Container, ...]
     prometheus: prometheus.Prometheus
     key: str  # an API key for every surface
@@ -87,8 +88,8 @@ def running(image: str, database_url: str, redis_url: str) -> Iterator[Stack]:
         "COHORTSYNC_MAX_BACKLOG": str(MAX_BACKLOG),
     }
     env_args = tuple(arg for k, v in env.items() for arg in ("--env", f"{k}={v}"))
-    edge_port = free_port()
-    edge = Container(f"{prefix}-edge", f"http://127.0.0.1:{edge_port}")
+    edge_port, ops_port = free_port(), free_port()
+    edge = Container(f"{prefix}-edge", f"http://127.0.0.1:{ops_port}")
     workers = tuple(
         Container(f"{prefix}-worker-{n}", f"http://127.0.0.1:{free_port()}") for n in (1, 2)
     )
@@ -97,7 +98,8 @@ def running(image: str, database_url: str, redis_url: str) -> Iterator[Stack]:
         # Each its own hostname, as compose and Kubernetes give every replica: a worker names
         # itself hostname:pid, and on the host's UTS namespace every container would be vm:1.
         run = ("run", "--detach", "--network", "host", *env_args)
-        edge_env = ("--env", f"COHORTSYNC_HTTP_PORT={edge_port}")
+        ports = (f"COHORTSYNC_HTTP_PORT={edge_port}", f"COHORTSYNC_OPS_PORT={ops_port}")
+        edge_env = tuple(arg for port in ports for arg in ("--env", port))
         podman(*run, "--name", edge.name, "--hostname", edge.name, *edge_env, image)
         _wait_answering(edge, "/readyz")
         for worker in workers:
@@ -109,7 +111,8 @@ def running(image: str, database_url: str, redis_url: str) -> Iterator[Stack]:
             _wait_answering(worker, "/healthz")
         address = [c.url.removeprefix("http://") for c in (edge, *workers)]
         with prometheus.running(free_port(), address[:1], address[1:]) as prom:
-            stack = Stack(image, env_args, edge, workers, prom, key="")
+            public = f"http://127.0.0.1:{edge_port}"
+            stack = Stack(image, env_args, edge, public, workers, prom, key="")
             created = stack.admin("create-key", "deploy-test").strip().splitlines()[-1]
             yield dataclasses.replace(stack, key=created)
     finally:

@@ -33,6 +33,7 @@ def compose(image: str, base: str) -> Iterator[Compose]:
         "REDIS_IMAGE": standin("redis", base),
         "IMAGE_TAG": image.rsplit(":", 1)[1],
         "EDGE_PORT": str(free_port()),
+        "EDGE_OPS_PORT": str(free_port()),
         "POSTGRES_PASSWORD": secrets.token_urlsafe(16),
         "COHORTSYNC_RATE_LIMIT_PER_MINUTE": str(RATE_LIMIT_PER_MINUTE),
     }
@@ -83,7 +84,9 @@ def test_compose_up_simulate_exact_and_down_leaves_nothing(compose: Compose) -> 
     record(
         "compose: simulate through the published port", simulated.stdout.strip().splitlines()[-1]
     )
-    status, metrics = http_get(f"{url}/metrics")
+    # Metrics are served on the ops port only (COHORTSYNC_OPS_PORT), published to this host.
+    assert http_get(f"{url}/metrics")[0] == 404
+    status, metrics = http_get(f"http://127.0.0.1:{compose.variables['EDGE_OPS_PORT']}/metrics")
     assert status == 200
     assert value(samples(metrics), "cohortsync_workers_live") == WORKERS
 

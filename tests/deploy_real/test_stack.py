@@ -59,7 +59,7 @@ async def test_edge_and_two_workers_drain_5000_changes_exactly(
     started = time.monotonic()
     out = stack.admin(
         "simulate",
-        f"--url={stack.edge.url}",
+        f"--url={stack.edge_public_url}",
         f"--key={stack.key}",
         f"--users={CHANGES}",
         "--diffs=0",
@@ -99,7 +99,7 @@ def _post_cohort(stack: Stack, n: int) -> int:
         "users": [{"user_id": f"flood-{n}-{i}"} for i in range(FLOOD_BATCH)],
     }
     request = urllib.request.Request(
-        f"{stack.edge.url}/amplitude/cohorts",
+        f"{stack.edge_public_url}/amplitude/cohorts",
         data=json.dumps(body).encode(),
         headers={"Authorization": f"ApiKey-v1 {stack.key}", "Content-Type": "application/json"},
     )
@@ -131,6 +131,8 @@ def test_every_promql_expression_in_deploy_returns_data(stack: Stack) -> None:
 
 
 def test_promtool_check_metrics_passes_on_every_exposition(stack: Stack) -> None:
+    # The edge serves /metrics on its ops port (what Prometheus scrapes), not the public one.
+    assert http_get(f"{stack.edge_public_url}/metrics")[0] == 404
     for container in (stack.edge, *stack.workers):
         checked = prometheus.check_metrics(scrape(container))
         assert checked.returncode == 0, (container.name, checked.stdout, checked.stderr)
