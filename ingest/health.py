@@ -46,13 +46,19 @@ async def _run(check: Coroutine[Any, Any, str | None]) -> str:
     return problem or "ok"
 
 
+async def check_dependencies(app: web.Application) -> dict[str, str]:
+    """Each dependency ("redis", "postgres") -> "ok" or what is wrong, checked at once; /readyz
+    and the ``cohortsync_dependency_up`` gauge both read this."""
+    redis_state, postgres_state = await asyncio.gather(
+        _run(_check_redis(app)), _run(_check_postgres(app))
+    )
+    return {"redis": redis_state, "postgres": postgres_state}
+
+
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     """200 when Redis and Postgres answer and every migration is applied; 503 naming what is not."""
-    redis_state, postgres_state = await asyncio.gather(
-        _run(_check_redis(request.app)), _run(_check_postgres(request.app))
-    )
-    checks = {"redis": redis_state, "postgres": postgres_state}
+    checks = await check_dependencies(request.app)
     ready = all(state == "ok" for state in checks.values())
     return json_response(
         {"status": "ready" if ready else "unavailable", "checks": checks},

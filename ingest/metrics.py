@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 
 from ingest import status
 from ingest.connections import Connections
+from ingest.health import check_dependencies
 from ingest.state import SCRIPTS, SETTINGS
 from schemas.status import DEAD_LETTERS_HELP, QueueSnapshot
 
@@ -156,10 +157,29 @@ class QueueCollector(Collector):
         yield GaugeMetricFamily("cohortsync_dead_letters", DEAD_LETTERS_HELP, value=s.dead_letters)
 
 
+class DependencyCollector(Collector):
+    """``cohortsync_dependency_up``: what /readyz checks, one series per dependency, so an alert
+    can name the one an edge cannot reach."""
+
+    def __init__(self, checks: dict[str, str]) -> None:
+        self._checks = checks
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "cohortsync_dependency_up",
+            "1 when this edge reaches the dependency (as /readyz checks it), else 0.",
+            labels=["dependency"],
+        )
+        for dependency, state in sorted(self._checks.items()):
+            up.add_metric([dependency], 1 if state == "ok" else 0)
+        yield up
+
+
 @routes.get("/metrics")
 async def serve_metrics(request: web.Request) -> web.Response:
     app = request.app
     body = generate_latest(app[METRICS].registry)
+    body += generate_latest(DependencyCollector(await check_dependencies(app)))
     try:
         async with asyncio.timeout(SCRAPE_TIMEOUT_S):
             snapshot = await status.read_snapshot(app[SCRIPTS].queue_state, app[SETTINGS])

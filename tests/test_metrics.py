@@ -63,6 +63,9 @@ async def test_counts_requests_by_route_template_and_accepted_changes(
     routes = {dict(labels)["route"] for (_, labels) in found if dict(labels).get("route")}
     assert routes <= templates | {"unmatched"}
     assert not routes & {f"/no/such/{a}", f"/v1/audiences/{a}/memberships"}
+    # What /readyz checks: both reachable here.
+    assert value(found, "cohortsync_dependency_up", dependency="redis") == 1
+    assert value(found, "cohortsync_dependency_up", dependency="postgres") == 1
 
 
 async def test_queue_gauges_follow_the_workload(
@@ -156,3 +159,6 @@ async def test_without_redis_the_edge_still_reports_its_own_metrics(settings: Se
     assert value(found, "cohortsync_http_requests_total", **health) == 1
     assert value(found, "cohortsync_changes_accepted_total") == 0
     assert not [k for k in found if k[0].startswith("cohortsync_queue_depth")]
+    # The alert on /readyz's dependencies names the one this edge cannot reach.
+    assert value(found, "cohortsync_dependency_up", dependency="redis") == 0
+    assert value(found, "cohortsync_dependency_up", dependency="postgres") == 1
