@@ -21,6 +21,7 @@ ROWS = [
     "limiter, busiest 1-second window",
     "fairness",
     "Redis bytes per queued user",
+    "claim of 200 jobs",
 ]
 
 

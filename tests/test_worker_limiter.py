@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import tempfile
 import time
 from typing import Any
@@ -12,7 +11,7 @@ import redis.asyncio as aioredis
 
 from schemas import keys
 from schemas.settings import Settings
-from tests.process_support import service_env, spawn, stop
+from tests.process_support import health_keys, service_env, spawn, stop
 from tests.worker_support import accept, new_audience
 from worker.limiter import Limiter
 
@@ -91,11 +90,9 @@ async def test_rate_holds_across_worker_processes(
         workers = [await spawn("worker.main", env, log) for _ in range(2)]
         try:
             # Each replica keeps its own health key while it runs.
-            health = [
-                keys.worker_health_key(settings.queue_name, f"{socket.gethostname()}:{w.pid}")
-                for w in workers
-            ]
-            while await redis.exists(*health) < 2:
+            while (
+                health := await health_keys(redis, settings.queue_name, [w.pid for w in workers])
+            ) is None or await redis.exists(*health) < 2:
                 assert all(w.returncode is None for w in workers)
                 await asyncio.sleep(0.05)
             await asyncio.sleep(max(0.0, started + 5 - time.monotonic()))

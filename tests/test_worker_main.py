@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 import tempfile
 import urllib.error
@@ -14,9 +13,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 
-from schemas import keys
 from schemas.settings import Settings
-from tests.process_support import ROOT, free_port, service_env, spawn, stop
+from tests.process_support import ROOT, free_port, health_keys, service_env, spawn, stop
 from tests.tcp_proxy import TcpProxy
 from tests.worker_support import accept, new_audience
 
@@ -73,10 +71,11 @@ async def test_worker_serves_probes_and_metrics_and_stops_on_sigterm(
     )
     with tempfile.TemporaryFile() as log:
         worker = await spawn("worker.main", env, log)
-        health = keys.worker_health_key(settings.queue_name, f"{socket.gethostname()}:{worker.pid}")
+        health = ""
         try:
             while (
-                not await redis.exists(health)
+                (found := await health_keys(redis, settings.queue_name, [worker.pid])) is None
+                or not await redis.exists(health := found[0])
                 or await db.fetchval(
                     "SELECT count(*) FROM memberships WHERE audience_id = $1", audience
                 )

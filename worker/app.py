@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import socket
 import time
@@ -65,8 +66,14 @@ def redis_settings(settings: Settings) -> RedisSettings:
     return connection
 
 
+# Drawn once per process: containers on the host network share a hostname and can share a
+# pid (each its own pid 1), and two replicas must never share a health key.
+_REPLICA_TOKEN = secrets.token_hex(3)
+
+
 def replica_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``<host>:<pid>:<token>``, unique per process even where host and pid repeat."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_REPLICA_TOKEN}"
 
 
 class ChangeWorker(Worker):

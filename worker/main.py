@@ -117,7 +117,9 @@ async def serve(settings: Settings) -> None:
         if not current:
             return start_problem
         worker, run = current[0]
-        return "worker stopped" if run.done() else worker.health_problem()
+        if run.done():
+            return "worker stopped" if worker.started else start_problem
+        return worker.health_problem()
 
     async def metrics() -> str:
         state: WorkerState = current[0][0].ctx[STATE_KEY]
@@ -146,15 +148,16 @@ async def serve(settings: Settings) -> None:
                 )
                 await stop_worker(worker, run, grace_s=settings.shutdown_grace_s)
                 break
-            await stop_worker(worker, run)
             error = None if run.cancelled() else run.exception()
+            if isinstance(error, UNREACHABLE) and not worker.started:
+                start_problem = f"cannot start: {describe(error)}"
+            await stop_worker(worker, run)
             if error is None:
                 break
             if worker.started or not isinstance(error, UNREACHABLE):
                 raise error
             failed_starts += 1
             delay_s = min(MAX_START_BACKOFF_S, 2.0**failed_starts)
-            start_problem = f"cannot start: {describe(error)}"
             current.clear()
             logging.getLogger(__name__).warning("%s; trying again in %g s", start_problem, delay_s)
             with contextlib.suppress(TimeoutError):

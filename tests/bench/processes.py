@@ -14,7 +14,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from schemas import keys
+from tests.process_support import health_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 STOP_TIMEOUT_S = 30.0
@@ -127,9 +127,10 @@ async def children(log_dir: Path | None = None) -> AsyncIterator[Children]:
 async def wait_for_workers(redis: aioredis.Redis, queue_name: str, workers: list[Child]) -> None:
     """Wait until every worker refreshed its health key, i.e. its arq loop runs; a worker that
     exits meanwhile raises ``RuntimeError`` with its log."""
-    names = [keys.worker_health_key(queue_name, f"{socket.gethostname()}:{w.pid}") for w in workers]
     async with asyncio.timeout(READY_TIMEOUT_S):
-        while await redis.exists(*names) < len(names):
+        while (
+            names := await health_keys(redis, queue_name, [w.pid for w in workers])
+        ) is None or await redis.exists(*names) < len(names):
             for w in workers:
                 if not w.running:
                     raise RuntimeError(f"{w.name} {w.pid} exited at start-up:\n{w.log()}")

@@ -95,8 +95,8 @@ def running(image: str, database_url: str, redis_url: str) -> Iterator[Stack]:
     )
     names = [edge.name, *(w.name for w in workers)]
     try:
-        # Each its own hostname, as compose and Kubernetes give every replica: a worker names
-        # itself hostname:pid, and on the host's UTS namespace every container would be vm:1.
+        # Each its own hostname, as compose and Kubernetes give every replica (a worker's name,
+        # hostname:pid:token, is unique without it; the logs read better with it).
         run = ("run", "--detach", "--network", "host", *env_args)
         ports = (f"COHORTSYNC_HTTP_PORT={edge_port}", f"COHORTSYNC_OPS_PORT={ops_port}")
         edge_env = tuple(arg for port in ports for arg in ("--env", port))
