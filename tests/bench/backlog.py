@@ -48,9 +48,11 @@ async def fill(redis_url: str, audience_id: int, entries: Sequence[str]) -> None
 
 
 async def outstanding(redis: aioredis.Redis, queue_name: str) -> int:
-    """Changes not applied yet: in a backlog, or on arq's queue (a job leaves it when done)."""
+    """Changes not applied yet: in a backlog, on arq's queue, or running under a lease (a
+    plain arq worker keeps a running job on its queue; ours moves it to ``keys.LEASES``)."""
     async with redis.pipeline(transaction=True) as pipe:
         pipe.get(keys.BACKLOG_TOTAL)
         pipe.zcard(queue_name)
-        total, queued = await pipe.execute()
-    return int(total or 0) + int(queued)
+        pipe.zcard(keys.LEASES)
+        total, queued, running = await pipe.execute()
+    return int(total or 0) + int(queued) + int(running)
