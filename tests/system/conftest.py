@@ -1,0 +1,86 @@
+"""The fault suite's servers (its own, which it kills) and its report at the end of the run."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from ingest.migrate import migrate
+from tests.edge_helpers import create_key
+from tests.system.fault_support import REPORT, render
+from tests.system.servers import OwnPostgres, OwnRedis, own_postgres, own_redis
+
+ROOT = Path(__file__).resolve().parents[2]
+REPORT_PATH = ROOT / "artifacts" / "fault-report.txt"
+
+
+@dataclass
+class Servers:
+    postgres: OwnPostgres
+    redis: OwnRedis
+
+
+@dataclass
+class Faulty:
+    """One scenario's view: servers it may kill, a fresh database on them, clients, a key."""
+
+    servers: Servers
+    database_url: str
+    db: asyncpg.Pool
+    redis: aioredis.Redis
+    key: str
+    log_dir: Path
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cs-faults-")))
+        # appendfsync always: every acknowledged change is on disk before the edge answers.
+        redis_server = stack.enter_context(own_redis(tmp / "redis", "always"))
+        yield Servers(stack.enter_context(own_postgres()), redis_server)
+
+
+@pytest.fixture
+async def faulty(servers: Servers, tmp_path: Path) -> AsyncIterator[Faulty]:
+    """A migrated database of its own on the suite's Postgres, the suite's Redis flushed."""
+    for server in (servers.postgres, servers.redis):
+        if not server.running:
+            server.start()  # a scenario that failed half-way may have left it down
+    name = f"faults_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(servers.postgres.url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = urlunsplit(urlsplit(servers.postgres.url)._replace(path="/" + name))
+    await migrate(url)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    client = aioredis.Redis.from_url(servers.redis.url, socket_timeout=5.0)
+    await client.flushall()
+    _, key = await create_key(pool)
+    try:
+        yield Faulty(servers, url, pool, client, key, tmp_path)
+    finally:
+        await client.aclose()
+        await pool.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not REPORT:
+        return
+    text = render(REPORT)
+    terminalreporter.write_sep("=", "fault report")
+    terminalreporter.write_line(text)
+    REPORT_PATH.parent.mkdir(exist_ok=True)
+    REPORT_PATH.write_text(text + "\n")
+    terminalreporter.write_line(f"(also in {REPORT_PATH.relative_to(ROOT)})")

@@ -1,0 +1,488 @@
+"""The fault suite's machinery: the stack as processes, Amplitude-like senders that retry until
+acknowledged, a ledger of what was acknowledged, a stall sampler, the checks and the report."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+
+from schemas import keys
+from tests.bench.processes import Child, Children, environment, free_port
+from tests.worker_support import memberships
+from worker.drain import is_drained
+
+READY_TIMEOUT_S = 30.0
+SAMPLE_INTERVAL_S = 0.2
+# Amplitude waits 1-2 s; under faults the edge may be slower, and a late answer is just retried.
+REQUEST_TIMEOUT_S = 10.0
+RETRY_BACKOFF_S = (0.05, 1.0)
+
+
+@dataclass(frozen=True)
+class Message:
+    """One Amplitude cohort webhook batch."""
+
+    cohort_id: str
+    in_cohort: bool
+    message_id: str
+    users: tuple[str, ...]
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "cohort_name": f"cohort {self.cohort_id}",
+            "cohort_id": self.cohort_id,
+            "in_cohort": self.in_cohort,
+            "computed_time": "1764600000",
+            "message_id": self.message_id,
+            "users": [{"user_id": u} for u in self.users],
+        }
+
+
+def adds_and_deletes(
+    seed: int, sender: int, *, cohorts: int, profiles: int, messages: int, batch: int
+) -> list[Message]:
+    """Batches entering and leaving over the same few profiles of one sender (its own, so the
+    order one sender is acknowledged in decides each profile's end state)."""
+    rng = random.Random(seed * 1000 + sender)
+    own = [f"s{sender}-p{n}" for n in range(profiles)]
+    return [
+        Message(
+            cohort_id=f"c{rng.randrange(cohorts)}",
+            in_cohort=rng.random() < 0.6,
+            message_id=f"m{seed}-{sender}-{n}",
+            users=tuple(rng.sample(own, min(batch, profiles))),
+        )
+        for n in range(messages)
+    ]
+
+
+@dataclass
+class Ledger:
+    """What the senders were told: each acknowledged batch once, in the order acknowledged."""
+
+    expected: dict[str, dict[str, bool]] = field(default_factory=dict)
+    audiences: dict[str, int] = field(default_factory=dict)
+    acknowledged_ids: set[str] = field(default_factory=set)
+    sent_ids: set[str] = field(default_factory=set)
+    changes_sent: int = 0
+    changes_acknowledged: int = 0
+    deliveries: int = 0
+    deliveries_failed: int = 0
+    answers_5xx: int = 0
+
+    def sending(self, message: Message) -> None:
+        if message.message_id not in self.sent_ids:
+            self.sent_ids.add(message.message_id)
+            self.changes_sent += len(message.users)
+
+    def acknowledged(self, message: Message, audience_id: int) -> None:
+        self.audiences[message.cohort_id] = audience_id
+        if message.message_id in self.acknowledged_ids:
+            return  # a second delivery: the first one counted, where it was acknowledged
+        self.acknowledged_ids.add(message.message_id)
+        self.changes_acknowledged += len(message.users)
+        members = self.expected.setdefault(message.cohort_id, {})
+        for user in message.users:
+            members[user] = message.in_cohort
+
+
+class Edge:
+    """Where the senders post: the edge's URL and an API key."""
+
+    def __init__(self, url: str, key: str) -> None:
+        self.url = url
+        self.key = key
+
+
+async def deliver(
+    http: aiohttp.ClientSession, edge: Edge, message: Message, ledger: Ledger, deadline: float
+) -> None:
+    """POST the batch until it is answered 200, as Amplitude retries: on timeouts, connection
+    errors, 429 and 5xx. Another answer is a bug in the test or the edge: raised."""
+    ledger.sending(message)
+    pause_s = RETRY_BACKOFF_S[0]
+    while True:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{message.message_id} was never acknowledged")
+        ledger.deliveries += 1
+        try:
+            async with http.post(
+                f"{edge.url}/amplitude/cohorts",
+                json=message.body(),
+                headers={"Authorization": f"ApiKey-v1 {edge.key}"},
+                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+            ) as response:
+                if response.status == 200:
+                    answer = await response.json()
+                    ledger.acknowledged(message, int(answer["audienceId"]))
+                    return
+                if response.status >= 500:
+                    ledger.answers_5xx += 1
+                elif response.status != 429:
+                    raise AssertionError(f"{response.status}: {await response.text()}")
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+        ledger.deliveries_failed += 1
+        await asyncio.sleep(pause_s)
+        pause_s = min(pause_s * 2, RETRY_BACKOFF_S[1])
+
+
+async def send_all(
+    edge: Edge,
+    streams: Sequence[Sequence[Message]],
+    ledger: Ledger,
+    *,
+    timeout_s: float,
+    pace_s: float = 0.0,
+) -> None:
+    """One sequential sender per stream, all at once; each waits for an answer before the next,
+    and ``pace_s`` after it, so sending can span a fault."""
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as http:
+
+        async def sender(stream: Sequence[Message]) -> None:
+            for message in stream:
+                await deliver(http, edge, message, ledger, deadline)
+                await asyncio.sleep(pace_s)
+
+        await asyncio.gather(*(sender(s) for s in streams))
+
+
+class Stack:
+    """The edge and worker replicas as processes, with default settings but those given."""
+
+    def __init__(
+        self, group: Children, database_url: str, redis_url: str, **settings: str | int
+    ) -> None:
+        self._group = group
+        self._env = environment(database_url, redis_url, http_host="127.0.0.1", **settings)
+        self.edge_port = free_port()
+        self.edge: Child | None = None
+        self.workers: list[Child] = []
+        self.killed: list[Child] = []
+        self.metrics_ports: dict[int, int] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.edge_port}"
+
+    async def start_edge(self) -> Child:
+        env = self._env | {"COHORTSYNC_HTTP_PORT": str(self.edge_port)}
+        self.edge = await self._group.start("edge", env, "-m", "ingest.main")
+        async with asyncio.timeout(READY_TIMEOUT_S), aiohttp.ClientSession() as http:
+            while True:
+                if not self.edge.running:
+                    raise RuntimeError(f"the edge exited at start-up:\n{self.edge.log()}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"{self.url}/readyz") as response:
+                        if response.status == 200:
+                            return self.edge
+                await asyncio.sleep(0.05)
+
+    async def kill_edge(self) -> None:
+        assert self.edge is not None
+        self.edge.kill()
+        await self.edge.process.wait()
+
+    async def start_worker(self) -> Child:
+        """A replica serving /healthz on a port of its own, so probes can be checked."""
+        port = free_port()
+        env = self._env | {"COHORTSYNC_WORKER_METRICS_PORT": str(port)}
+        worker = await self._group.worker(env)
+        self.metrics_ports[worker.pid] = port
+        self.workers.append(worker)
+        return worker
+
+    async def kill_worker(self, worker: Child) -> None:
+        worker.kill()
+        await worker.process.wait()
+        self.workers.remove(worker)
+        self.killed.append(worker)
+
+    def exited(self) -> list[Child]:
+        """Replicas that stopped though nobody killed them."""
+        return [w for w in self.workers if not w.running]
+
+    def worker_env(self, worker: Child) -> dict[str, str]:
+        return self._env | {"COHORTSYNC_WORKER_METRICS_PORT": str(self.metrics_ports[worker.pid])}
+
+
+async def healthz(port: int) -> int | None:
+    """A worker's /healthz status, None when nothing answers."""
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                f"http://127.0.0.1:{port}/healthz", timeout=aiohttp.ClientTimeout(total=5)
+            ) as response,
+        ):
+            return response.status
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
+async def check_command(env: dict[str, str]) -> int:
+    """``cohortsync-worker --check``'s exit code for the replica on ``env``'s metrics port."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "worker.main",
+        "--check",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    return await proc.wait()
+
+
+@dataclass
+class Counts:
+    accepted: int = 0
+    applied: int = 0
+    dropped: int = 0
+
+
+async def counts(redis: aioredis.Redis) -> dict[int, Counts]:
+    """Every audience's ``cs:stats:<id>`` counters."""
+    found: dict[int, Counts] = {}
+    async for name in redis.scan_iter(match=keys.STATS_PREFIX + "*", count=1000):
+        raw = await redis.hgetall(name)  # type: ignore[misc]
+        fields = {k.decode(): int(v) for k, v in raw.items()}
+        found[int(name.decode()[len(keys.STATS_PREFIX) :])] = Counts(
+            fields.get("accepted", 0), fields.get("applied", 0), fields.get("dropped", 0)
+        )
+    return found
+
+
+class Progress:
+    """Samples applied (+ dropped) changes every 0.2 s; the longest stall is the longest time
+    nothing was finished while accepted work remained, outside declared outages (while Redis or
+    Postgres is down nothing can be applied; the clock restarts when it is back)."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=1.0)
+        self._outages = 0
+        self._last_finished = -1
+        self._since = time.monotonic()
+        self.longest_stall_s = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    @contextlib.contextmanager
+    def outage(self) -> Iterator[None]:
+        self._outages += 1
+        try:
+            yield
+        finally:
+            self._outages -= 1
+            self._since = time.monotonic()
+
+    async def _sample(self) -> None:
+        now = time.monotonic()
+        if self._outages:
+            self._since = now
+            return
+        try:
+            found = await counts(self._redis)
+        except (OSError, aioredis.RedisError):
+            found = None  # outside an outage an unreadable Redis is no progress
+        if found is not None:
+            finished = sum(c.applied + c.dropped for c in found.values())
+            remaining = sum(c.accepted for c in found.values()) - finished
+            if finished != self._last_finished or remaining <= 0:
+                self._last_finished = finished
+                self._since = now
+        self.longest_stall_s = max(self.longest_stall_s, now - self._since)
+
+    async def _run(self) -> None:
+        while True:
+            await self._sample()
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
+
+    async def __aenter__(self) -> Progress:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self._redis.aclose()
+
+
+async def wait_drained(redis: aioredis.Redis, queue_name: str, *, timeout_s: float) -> bool:
+    """Whether, within ``timeout_s``, nothing is left queued or running and every accepted
+    change is finished."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                with contextlib.suppress(OSError, aioredis.RedisError):
+                    if await is_drained(redis, queue_name):
+                        found = await counts(redis)
+                        if all(c.applied + c.dropped >= c.accepted for c in found.values()):
+                            return True
+                await asyncio.sleep(SAMPLE_INTERVAL_S)
+    except TimeoutError:
+        return False
+
+
+@dataclass
+class Row:
+    """One scenario's line in the report."""
+
+    scenario: str
+    faults: int = 0
+    sent: int = 0
+    acknowledged: int = 0
+    applied: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    dead: int = 0
+    longest_stall_s: float = 0.0
+    fuzzed: int = 0
+    answers_5xx: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+REPORT: list[Row] = []
+
+
+async def verify(
+    row: Row,
+    ledger: Ledger,
+    stack: Stack,
+    redis: aioredis.Redis,
+    db: Any,
+    progress: Progress,
+    *,
+    stall_limit_s: float,
+    drain_timeout_s: float,
+    queue_name: str,
+) -> None:
+    """Wait for the drain, fill ``row`` from what the stack did, add it to the report, then fail
+    on any problem: not drained, the end state differs from what was acknowledged, a change was
+    enqueued twice or dead-lettered, a counter does not add up, a replica exited, or applying
+    stalled too long."""
+    if not await wait_drained(redis, queue_name, timeout_s=drain_timeout_s):
+        row.problems.append(f"not drained {drain_timeout_s:g} s after the last fault")
+    row.sent = ledger.changes_sent
+    row.acknowledged = ledger.changes_acknowledged
+    row.answers_5xx = ledger.answers_5xx
+    row.longest_stall_s = progress.longest_stall_s
+    REPORT.append(row)
+    found = await counts(redis)
+    row.applied = sum(c.applied for c in found.values())
+    row.dead = await redis.llen(keys.DEAD_LETTERS)  # type: ignore[misc]
+    accepted = sum(c.accepted for c in found.values())
+    row.duplicated = max(0, accepted - ledger.changes_acknowledged)
+    for cohort, members in ledger.expected.items():
+        stored = await memberships(db, ledger.audiences[cohort])
+        for profile, member in members.items():
+            if stored.get(profile, (False, 0))[0] != member:
+                row.lost += 1
+    problems = row.problems
+    if row.lost:
+        problems.append(f"{row.lost} profiles not in the state last acknowledged")
+    if accepted < ledger.changes_acknowledged:
+        problems.append(f"accepted {accepted} < acknowledged {ledger.changes_acknowledged}")
+    if row.duplicated:
+        problems.append(f"{row.duplicated} changes enqueued more than once")
+    if row.dead:
+        problems.append(f"{row.dead} dead letters")
+    for audience, c in sorted(found.items()):
+        if c.applied + c.dropped != c.accepted:
+            problems.append(
+                f"audience {audience}: applied {c.applied} + dropped {c.dropped}"
+                f" != accepted {c.accepted}"
+            )
+    for worker in stack.exited():
+        tail = worker.log()[-600:]
+        problems.append(f"worker {worker.pid} exited with {worker.process.returncode}: {tail}")
+    if row.longest_stall_s > stall_limit_s:
+        problems.append(f"applying stalled {row.longest_stall_s:.1f} s (limit {stall_limit_s:g} s)")
+    assert not problems, "\n".join(problems)
+
+
+@contextlib.asynccontextmanager
+async def scenario_stack(
+    database_url: str, redis_url: str, log_dir: Path, **settings: str | int
+) -> AsyncIterator[Stack]:
+    from tests.bench.processes import children
+
+    async with children(log_dir) as group:
+        yield Stack(group, database_url, redis_url, **settings)
+
+
+def render(rows: Sequence[Row]) -> str:
+    """The report: one line per scenario and a total."""
+    head = (
+        "scenario",
+        "faults",
+        "sent",
+        "acked",
+        "applied",
+        "lost",
+        "dup",
+        "dead",
+        "stall s",
+        "fuzzed",
+        "5xx",
+        "result",
+    )
+    lines = [head]
+    for r in rows:
+        lines.append(
+            (
+                r.scenario,
+                str(r.faults),
+                f"{r.sent:,}",
+                f"{r.acknowledged:,}",
+                f"{r.applied:,}",
+                str(r.lost),
+                str(r.duplicated),
+                str(r.dead),
+                f"{r.longest_stall_s:.1f}",
+                str(r.fuzzed),
+                str(r.answers_5xx),
+                "FAIL" if r.problems else "PASS",
+            )
+        )
+    if rows:
+        lines.append(
+            (
+                "total",
+                str(sum(r.faults for r in rows)),
+                f"{sum(r.sent for r in rows):,}",
+                f"{sum(r.acknowledged for r in rows):,}",
+                f"{sum(r.applied for r in rows):,}",
+                str(sum(r.lost for r in rows)),
+                str(sum(r.duplicated for r in rows)),
+                str(sum(r.dead for r in rows)),
+                f"{max(r.longest_stall_s for r in rows):.1f}",
+                str(sum(r.fuzzed for r in rows)),
+                str(sum(r.answers_5xx for r in rows)),
+                "FAIL" if any(r.problems for r in rows) else "PASS",
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    text = [
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in lines
+    ]
+    text.insert(1, "-" * len(text[0]))
+    for r in rows:
+        text.extend(f"{r.scenario}: {p}" for p in r.problems)
+    return "\n".join(text)
