@@ -74,11 +74,17 @@ class Ledger:
     audiences: dict[str, int] = field(default_factory=dict)
     acknowledged_ids: set[str] = field(default_factory=set)
     sent_ids: set[str] = field(default_factory=set)
+    # Batches the scenario itself sends twice (their second answer is meant to be a duplicate).
+    repeated_ids: set[str] = field(default_factory=set)
     changes_sent: int = 0
     changes_acknowledged: int = 0
     deliveries: int = 0
     deliveries_failed: int = 0
     answers_5xx: int = 0
+    # Retried batches answered ``duplicate``: their first delivery was accepted, its answer lost.
+    answered_duplicate: int = 0
+    # Batches still unanswered when their sender gave up.
+    never_acknowledged: int = 0
 
     def sending(self, message: Message) -> None:
         if message.message_id not in self.sent_ids:
@@ -106,14 +112,15 @@ class Edge:
 
 async def deliver(
     http: aiohttp.ClientSession, edge: Edge, message: Message, ledger: Ledger, deadline: float
-) -> None:
+) -> bool:
     """POST the batch until it is answered 200, as Amplitude retries: on timeouts, connection
     errors, 429 and 5xx. Another answer is a bug in the test or the edge: raised."""
     ledger.sending(message)
     pause_s = RETRY_BACKOFF_S[0]
     while True:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{message.message_id} was never acknowledged")
+            ledger.never_acknowledged += 1
+            return False
         ledger.deliveries += 1
         try:
             async with http.post(
@@ -125,7 +132,9 @@ async def deliver(
                 if response.status == 200:
                     answer = await response.json()
                     ledger.acknowledged(message, int(answer["audienceId"]))
-                    return
+                    if answer["duplicate"] and message.message_id not in ledger.repeated_ids:
+                        ledger.answered_duplicate += 1
+                    return True
                 if response.status >= 500:
                     ledger.answers_5xx += 1
                 elif response.status != 429:
@@ -152,7 +161,8 @@ async def send_all(
 
         async def sender(stream: Sequence[Message]) -> None:
             for message in stream:
-                await deliver(http, edge, message, ledger, deadline)
+                if not await deliver(http, edge, message, ledger, deadline):
+                    return  # what it would send next must not overtake this one
                 await asyncio.sleep(pace_s)
 
         await asyncio.gather(*(sender(s) for s in streams))
@@ -320,12 +330,14 @@ class Progress:
         await self._redis.aclose()
 
 
-async def wait_drained(redis: aioredis.Redis, queue_name: str, *, timeout_s: float) -> bool:
+async def wait_drained(
+    redis: aioredis.Redis, queue_name: str, stack: Stack, *, timeout_s: float
+) -> bool:
     """Whether, within ``timeout_s``, nothing is left queued or running and every accepted
-    change is finished."""
+    change is finished; False at once when no replica is left running."""
     try:
         async with asyncio.timeout(timeout_s):
-            while True:
+            while stack.workers and len(stack.exited()) < len(stack.workers):
                 with contextlib.suppress(OSError, aioredis.RedisError):
                     if await is_drained(redis, queue_name):
                         found = await counts(redis)
@@ -333,7 +345,8 @@ async def wait_drained(redis: aioredis.Redis, queue_name: str, *, timeout_s: flo
                             return True
                 await asyncio.sleep(SAMPLE_INTERVAL_S)
     except TimeoutError:
-        return False
+        pass
+    return False
 
 
 @dataclass
@@ -352,6 +365,7 @@ class Row:
     fuzzed: int = 0
     answers_5xx: int = 0
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 REPORT: list[Row] = []
@@ -373,12 +387,16 @@ async def verify(
     on any problem: not drained, the end state differs from what was acknowledged, a change was
     enqueued twice or dead-lettered, a counter does not add up, a replica exited, or applying
     stalled too long."""
-    if not await wait_drained(redis, queue_name, timeout_s=drain_timeout_s):
+    if not await wait_drained(redis, queue_name, stack, timeout_s=drain_timeout_s):
         row.problems.append(f"not drained {drain_timeout_s:g} s after the last fault")
     row.sent = ledger.changes_sent
     row.acknowledged = ledger.changes_acknowledged
     row.answers_5xx = ledger.answers_5xx
     row.longest_stall_s = progress.longest_stall_s
+    row.notes.append(
+        f"{ledger.deliveries:,} deliveries, {ledger.deliveries_failed:,} retried,"
+        f" {ledger.answered_duplicate:,} retries answered as duplicates"
+    )
     REPORT.append(row)
     found = await counts(redis)
     row.applied = sum(c.applied for c in found.values())
@@ -391,6 +409,8 @@ async def verify(
             if stored.get(profile, (False, 0))[0] != member:
                 row.lost += 1
     problems = row.problems
+    if ledger.never_acknowledged:
+        problems.append(f"{ledger.never_acknowledged} batches never acknowledged")
     if row.lost:
         problems.append(f"{row.lost} profiles not in the state last acknowledged")
     if accepted < ledger.changes_acknowledged:
@@ -484,5 +504,6 @@ def render(rows: Sequence[Row]) -> str:
     ]
     text.insert(1, "-" * len(text[0]))
     for r in rows:
-        text.extend(f"{r.scenario}: {p}" for p in r.problems)
+        text.extend(f"{r.scenario}: {n}" for n in r.notes)
+        text.extend(f"{r.scenario}: PROBLEM {p}" for p in r.problems)
     return "\n".join(text)

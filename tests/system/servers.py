@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from redis import Redis as RedisClient
 from redis.exceptions import RedisError
@@ -68,7 +68,8 @@ class OwnRedis:
                     break
                 with contextlib.suppress(RedisError):
                     # LOADING replies an error until the AOF is read back in.
-                    if client.ping() and int(client.info("server")["process_id"]) == self._proc.pid:
+                    info: Any = client.info("server")
+                    if int(info["process_id"]) == self._proc.pid and client.ping():
                         return
                 time.sleep(0.02)
         finally:
