@@ -497,7 +497,7 @@ def render(rows: Sequence[Row]) -> str:
                 f"{sum(r.sent for r in rows):,}",
                 f"{sum(r.acknowledged for r in rows):,}",
                 f"{sum(r.applied for r in rows):,}",
-                str(sum(r.lost for r in rows)),
+                str(sum(r.lost for r in rows)) if all(r.drained for r in rows) else "?",
                 str(sum(r.duplicated for r in rows)),
                 str(sum(r.dead for r in rows)),
                 f"{max(r.longest_stall_s for r in rows):.1f}",
