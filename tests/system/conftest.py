@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +22,8 @@ from tests.system.servers import OwnPostgres, OwnRedis, own_postgres, own_redis
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT_PATH = ROOT / "artifacts" / "fault-report.txt"
+REDIS_DATABASES = 16
+_databases = itertools.count(1)
 
 
 @dataclass
@@ -35,6 +38,7 @@ class Faulty:
 
     servers: Servers
     database_url: str
+    redis_url: str
     db: asyncpg.Pool
     redis: aioredis.Redis
     key: str
@@ -65,11 +69,15 @@ async def faulty(servers: Servers, tmp_path: Path) -> AsyncIterator[Faulty]:
     url = urlunsplit(urlsplit(servers.postgres.url)._replace(path="/" + name))
     await migrate(url)
     pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
-    client = aioredis.Redis.from_url(servers.redis.url, socket_timeout=5.0)
-    await client.flushall()
+    # A Redis database per scenario: replicas a failed scenario could not stop (a test timeout)
+    # then poll a database nobody writes to, not the next scenario's.
+    number = next(_databases) % REDIS_DATABASES
+    redis_url = f"{servers.redis.url.rpartition('/')[0]}/{number}"
+    client = aioredis.Redis.from_url(redis_url, socket_timeout=5.0)
+    await client.flushdb()
     _, key = await create_key(pool)
     try:
-        yield Faulty(servers, url, pool, client, key, tmp_path)
+        yield Faulty(servers, url, redis_url, pool, client, key, tmp_path)
     finally:
         await client.aclose()
         await pool.close()

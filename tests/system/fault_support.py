@@ -194,8 +194,10 @@ class Stack:
             while True:
                 if not self.edge.running:
                     raise RuntimeError(f"the edge exited at start-up:\n{self.edge.log()}")
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"{self.url}/readyz") as response:
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with http.get(
+                        f"{self.url}/readyz", timeout=aiohttp.ClientTimeout(total=2)
+                    ) as response:
                         if response.status == 200:
                             return self.edge
                 await asyncio.sleep(0.05)
@@ -261,6 +263,7 @@ class Counts:
     accepted: int = 0
     applied: int = 0
     dropped: int = 0
+    dead: int = 0
 
 
 async def counts(redis: aioredis.Redis) -> dict[int, Counts]:
@@ -270,7 +273,10 @@ async def counts(redis: aioredis.Redis) -> dict[int, Counts]:
         raw = await redis.hgetall(name)  # type: ignore[misc]
         fields = {k.decode(): int(v) for k, v in raw.items()}
         found[int(name.decode()[len(keys.STATS_PREFIX) :])] = Counts(
-            fields.get("accepted", 0), fields.get("applied", 0), fields.get("dropped", 0)
+            fields.get("accepted", 0),
+            fields.get("applied", 0),
+            fields.get("dropped", 0),
+            fields.get("dead", 0),
         )
     return found
 
@@ -307,7 +313,7 @@ class Progress:
         except (OSError, aioredis.RedisError):
             found = None  # outside an outage an unreadable Redis is no progress
         if found is not None:
-            finished = sum(c.applied + c.dropped for c in found.values())
+            finished = sum(c.applied + c.dropped + c.dead for c in found.values())
             remaining = sum(c.accepted for c in found.values()) - finished
             if finished != self._last_finished or remaining <= 0:
                 self._last_finished = finished
@@ -344,7 +350,9 @@ async def wait_drained(
                 with contextlib.suppress(OSError, aioredis.RedisError):
                     if await is_drained(redis, queue_name):
                         found = await counts(redis)
-                        if all(c.applied + c.dropped >= c.accepted for c in found.values()):
+                        if all(
+                            c.applied + c.dropped + c.dead >= c.accepted for c in found.values()
+                        ):
                             return True
                         now = time.monotonic()
                         counters_behind_since = counters_behind_since or now
@@ -412,11 +420,17 @@ async def verify(
     row.dead = await redis.llen(keys.DEAD_LETTERS)  # type: ignore[misc]
     accepted = sum(c.accepted for c in found.values())
     row.duplicated = max(0, accepted - ledger.changes_acknowledged)
+    examples: list[str] = []
     for cohort, members in ledger.expected.items():
         stored = await memberships(db, ledger.audiences[cohort])
         for profile, member in members.items():
             if stored.get(profile, (False, 0))[0] != member:
                 row.lost += 1
+                if len(examples) < 3:
+                    examples.append(
+                        f"{cohort}/{profile}: member={member} acknowledged last,"
+                        f" stored (member, version)={stored.get(profile)}"
+                    )
     problems = row.problems
     if ledger.never_acknowledged:
         problems.append(f"{ledger.never_acknowledged} batches never acknowledged")
@@ -424,6 +438,8 @@ async def verify(
         problems.append(
             f"{row.lost} profiles not in the state last acknowledged"
             + ("" if row.drained else " (not drained: not yet applied, or lost)")
+            + ", e.g. "
+            + "; ".join(examples)
         )
     if accepted < ledger.changes_acknowledged:
         problems.append(f"accepted {accepted} < acknowledged {ledger.changes_acknowledged}")

@@ -35,7 +35,10 @@ from tests.system.fault_support import (
 
 @dataclass(frozen=True)
 class Plan:
+    # Batches of 500 each of 4 senders sends: (a) needs a drain longer than its kills.
     messages_per_sender: int
+    # Batches of 100, one a second per sender, in the outage scenarios: sending spans them.
+    outage_messages_per_sender: int
     worker_kills_for_s: float
     redis_outages_s: tuple[float, ...]
     postgres_outages: int
@@ -47,6 +50,7 @@ class Plan:
 
 SHORT = Plan(
     messages_per_sender=4,
+    outage_messages_per_sender=10,
     worker_kills_for_s=9,
     redis_outages_s=(10,),
     postgres_outages=1,
@@ -57,6 +61,7 @@ SHORT = Plan(
 )
 FULL = Plan(
     messages_per_sender=15,
+    outage_messages_per_sender=60,
     worker_kills_for_s=30,
     redis_outages_s=(3, 60),
     postgres_outages=2,
@@ -124,11 +129,11 @@ async def test_workers_sigkilled_every_few_seconds(faulty: Faulty) -> None:
     async with (
         scenario_stack(
             faulty.database_url,
-            faulty.servers.redis.url,
+            faulty.redis_url,
             faulty.log_dir,
             rate_limit_per_minute=RATE_PER_MINUTE,
         ) as stack,
-        Progress(faulty.servers.redis.url) as progress,
+        Progress(faulty.redis_url) as progress,
     ):
         edge = await start(stack, faulty)
         await send_all(edge, streams(seed=1), ledger, timeout_s=60)
@@ -192,16 +197,22 @@ async def test_redis_sigkilled_and_restarted(faulty: Faulty) -> None:
     async with (
         scenario_stack(
             faulty.database_url,
-            redis_server.url,
+            faulty.redis_url,
             faulty.log_dir,
             rate_limit_per_minute=RATE_PER_MINUTE,
         ) as stack,
-        Progress(redis_server.url) as progress,
+        Progress(faulty.redis_url) as progress,
     ):
         edge = await start(stack, faulty)
         # Senders keep going through the outages, retrying what is not acknowledged.
         sending = asyncio.create_task(
-            send_all(edge, streams(seed=2), ledger, timeout_s=PLAN.drain_timeout_s, pace_s=0.3)
+            send_all(
+                edge,
+                streams(seed=2, messages=PLAN.outage_messages_per_sender, batch=100),
+                ledger,
+                timeout_s=PLAN.drain_timeout_s,
+                pace_s=1.0,
+            )
         )
         await applied_some(faulty)
         loop = asyncio.get_running_loop()
@@ -229,15 +240,21 @@ async def test_postgres_stopped_and_restarted(faulty: Faulty) -> None:
     async with (
         scenario_stack(
             faulty.database_url,
-            faulty.servers.redis.url,
+            faulty.redis_url,
             faulty.log_dir,
             rate_limit_per_minute=RATE_PER_MINUTE,
         ) as stack,
-        Progress(faulty.servers.redis.url) as progress,
+        Progress(faulty.redis_url) as progress,
     ):
         edge = await start(stack, faulty)
         sending = asyncio.create_task(
-            send_all(edge, streams(seed=3), ledger, timeout_s=PLAN.drain_timeout_s, pace_s=0.3)
+            send_all(
+                edge,
+                streams(seed=3, messages=PLAN.outage_messages_per_sender, batch=100),
+                ledger,
+                timeout_s=PLAN.drain_timeout_s,
+                pace_s=1.0,
+            )
         )
         await applied_some(faulty)
         for _ in range(PLAN.postgres_outages):
@@ -260,21 +277,21 @@ async def test_edge_sigkilled_while_clients_retry(faulty: Faulty) -> None:
     async with (
         scenario_stack(
             faulty.database_url,
-            faulty.servers.redis.url,
+            faulty.redis_url,
             faulty.log_dir,
             rate_limit_per_minute=RATE_PER_MINUTE,
         ) as stack,
-        Progress(faulty.servers.redis.url) as progress,
+        Progress(faulty.redis_url) as progress,
     ):
         edge = await start(stack, faulty)
-        # Small paced batches: many requests in flight across the kills.
+        # Small paced batches: requests in flight across every kill.
         sending = asyncio.create_task(
             send_all(
                 edge,
-                streams(seed=4, messages=PLAN.edge_kills * 6, batch=100),
+                streams(seed=4, messages=PLAN.edge_kills * 10, batch=50),
                 ledger,
                 timeout_s=PLAN.drain_timeout_s,
-                pace_s=0.05,
+                pace_s=0.25,
             )
         )
         for _ in range(PLAN.edge_kills):
@@ -304,11 +321,11 @@ async def test_every_request_delivered_twice_shuffled(faulty: Faulty) -> None:
     async with (
         scenario_stack(
             faulty.database_url,
-            faulty.servers.redis.url,
+            faulty.redis_url,
             faulty.log_dir,
             rate_limit_per_minute=RATE_PER_MINUTE,
         ) as stack,
-        Progress(faulty.servers.redis.url) as progress,
+        Progress(faulty.redis_url) as progress,
     ):
         edge = await start(stack, faulty)
         await send_all(edge, twice, ledger, timeout_s=120)
