@@ -27,6 +27,8 @@ SAMPLE_INTERVAL_S = 0.2
 REQUEST_TIMEOUT_S = 10.0
 RETRY_BACKOFF_S = (0.05, 1.0)
 COUNTERS_CATCH_UP_S = 5.0
+# Reading the end state takes well under a second; past this a read hangs.
+VERIFY_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -387,6 +389,22 @@ class Row:
 REPORT: list[Row] = []
 
 
+async def _compare(row: Row, ledger: Ledger, db: Any) -> list[str]:
+    """Count in ``row.lost`` the profiles not in the state last acknowledged; a few examples."""
+    examples: list[str] = []
+    for cohort, members in ledger.expected.items():
+        stored = await memberships(db, ledger.audiences[cohort])
+        for profile, member in members.items():
+            if stored.get(profile, (False, 0))[0] != member:
+                row.lost += 1
+                if len(examples) < 3:
+                    examples.append(
+                        f"{cohort}/{profile}: member={member} acknowledged last,"
+                        f" stored (member, version)={stored.get(profile)}"
+                    )
+    return examples
+
+
 async def verify(
     row: Row,
     ledger: Ledger,
@@ -415,22 +433,19 @@ async def verify(
         f" {ledger.answered_duplicate:,} retries answered as duplicates"
     )
     REPORT.append(row)
-    found = await counts(redis)
+    step = "reading the counters"
+    try:
+        async with asyncio.timeout(VERIFY_TIMEOUT_S):
+            found = await counts(redis)
+            row.dead = await redis.llen(keys.DEAD_LETTERS)  # type: ignore[misc]
+            step = "reading the memberships"
+            examples = await _compare(row, ledger, db)
+    except TimeoutError:
+        row.problems.append(f"{step} took over {VERIFY_TIMEOUT_S:g} s")
+        raise AssertionError("\n".join(row.problems)) from None
     row.applied = sum(c.applied for c in found.values())
-    row.dead = await redis.llen(keys.DEAD_LETTERS)  # type: ignore[misc]
     accepted = sum(c.accepted for c in found.values())
     row.duplicated = max(0, accepted - ledger.changes_acknowledged)
-    examples: list[str] = []
-    for cohort, members in ledger.expected.items():
-        stored = await memberships(db, ledger.audiences[cohort])
-        for profile, member in members.items():
-            if stored.get(profile, (False, 0))[0] != member:
-                row.lost += 1
-                if len(examples) < 3:
-                    examples.append(
-                        f"{cohort}/{profile}: member={member} acknowledged last,"
-                        f" stored (member, version)={stored.get(profile)}"
-                    )
     problems = row.problems
     if ledger.never_acknowledged:
         problems.append(f"{ledger.never_acknowledged} batches never acknowledged")
