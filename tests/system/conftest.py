@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from ingest.migrate import migrate
 from tests.edge_helpers import create_key
-from tests.system.fault_support import REPORT, render
+from tests.system.report import REPORT, render
 from tests.system.servers import OwnPostgres, OwnRedis, own_postgres, own_redis
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,20 +17,16 @@ import pytest
 from tests.bench.processes import until, wait_for_workers
 from tests.system.conftest import Faulty
 from tests.system.fault_support import (
-    Edge,
-    Ledger,
-    Message,
     Progress,
-    Row,
     Stack,
-    adds_and_deletes,
     check_command,
     counts,
     healthz,
     scenario_stack,
-    send_all,
     verify,
 )
+from tests.system.report import Row
+from tests.system.senders import Edge, Ledger, Message, adds_and_deletes, send_all
 
 
 @dataclass(frozen=True)
