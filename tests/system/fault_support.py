@@ -50,8 +50,9 @@ class Stack:
     async def start_edge(self) -> Child:
         env = self._env | {"COHORTSYNC_HTTP_PORT": str(self.edge_port)}
         self.edge = await self._group.start("edge", env, "-m", "ingest.main")
-        async with asyncio.timeout(READY_TIMEOUT_S), aiohttp.ClientSession() as http:
-            while True:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
                 if not self.edge.running:
                     raise RuntimeError(f"the edge exited at start-up:\n{self.edge.log()}")
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
@@ -61,6 +62,7 @@ class Stack:
                         if response.status == 200:
                             return self.edge
                 await asyncio.sleep(0.05)
+        raise RuntimeError(f"the edge was not ready within {READY_TIMEOUT_S:g} s")
 
     async def kill_edge(self) -> None:
         assert self.edge is not None
@@ -153,6 +155,7 @@ class Progress:
         self._since = time.monotonic()
         self.longest_stall_s = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     @contextlib.contextmanager
     def outage(self) -> Iterator[None]:
@@ -181,9 +184,12 @@ class Progress:
         self.longest_stall_s = max(self.longest_stall_s, now - self._since)
 
     async def _run(self) -> None:
-        while True:
+        # Stopped by an event, not by cancelling: redis-py can turn a cancellation that lands in
+        # its socket timeout into a TimeoutError, which _sample takes for an unreadable Redis.
+        while not self._stop.is_set():
             await self._sample()
-            await asyncio.sleep(SAMPLE_INTERVAL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), SAMPLE_INTERVAL_S)
 
     async def __aenter__(self) -> Progress:
         self._task = asyncio.create_task(self._run())
@@ -191,9 +197,8 @@ class Progress:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        self._stop.set()
+        await self._task
         await self._redis.aclose()
 
 
@@ -203,24 +208,20 @@ async def wait_drained(
     """Whether, within ``timeout_s``, nothing is left queued or running; False at once when no
     replica is left running. Once the queue is empty the counters get a few seconds to catch
     up with it (they are checked afterwards, not waited for)."""
+    # A deadline, not asyncio.timeout: its cancellation could be swallowed as a Redis timeout.
+    deadline = time.monotonic() + timeout_s
     counters_behind_since: float | None = None
-    try:
-        async with asyncio.timeout(timeout_s):
-            while stack.workers and len(stack.exited()) < len(stack.workers):
-                with contextlib.suppress(OSError, aioredis.RedisError):
-                    if await is_drained(redis, queue_name):
-                        found = await counts(redis)
-                        if all(
-                            c.applied + c.dropped + c.dead >= c.accepted for c in found.values()
-                        ):
-                            return True
-                        now = time.monotonic()
-                        counters_behind_since = counters_behind_since or now
-                        if now - counters_behind_since > COUNTERS_CATCH_UP_S:
-                            return True
-                await asyncio.sleep(SAMPLE_INTERVAL_S)
-    except TimeoutError:
-        pass
+    while time.monotonic() < deadline and len(stack.exited()) < len(stack.workers):
+        with contextlib.suppress(OSError, aioredis.RedisError):
+            if await is_drained(redis, queue_name):
+                found = await counts(redis)
+                if all(c.applied + c.dropped + c.dead >= c.accepted for c in found.values()):
+                    return True
+                now = time.monotonic()
+                counters_behind_since = counters_behind_since or now
+                if now - counters_behind_since > COUNTERS_CATCH_UP_S:
+                    return True
+        await asyncio.sleep(SAMPLE_INTERVAL_S)
     return False
 
 
