@@ -202,6 +202,31 @@ class Progress:
         await self._redis.aclose()
 
 
+async def held_jobs(redis: aioredis.Redis) -> list[bytes]:
+    """Ids of the jobs some replica holds a lease on (or held one lately)."""
+    held: list[bytes] = await redis.zrange(keys.LEASES, 0, -1)
+    return held
+
+
+async def finished_within(
+    redis_url: str, queue_name: str, job_ids: list[bytes], *, timeout_s: float
+) -> float:
+    """Seconds until none of ``job_ids`` is on arq's queue any more (a job leaves it when a
+    replica finished it); ``timeout_s`` if some still are by then."""
+    client = aioredis.Redis.from_url(redis_url, socket_timeout=2.0)
+    started = time.monotonic()
+    try:
+        while job_ids and time.monotonic() - started < timeout_s:
+            with contextlib.suppress(OSError, aioredis.RedisError):
+                scores = await client.zmscore(queue_name, job_ids)
+                job_ids = [j for j, score in zip(job_ids, scores, strict=True) if score is not None]
+            if job_ids:
+                await asyncio.sleep(SAMPLE_INTERVAL_S)
+        return min(time.monotonic() - started, timeout_s)
+    finally:
+        await client.aclose()
+
+
 async def wait_drained(
     redis: aioredis.Redis, queue_name: str, stack: Stack, *, timeout_s: float
 ) -> bool:
