@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 help:
 	@echo "make run        run edge + 2 workers (embedded Postgres/Redis unless URLs are set)"
 	@echo "make test       install what is needed and run the whole test suite"
-	@echo "make test-faults  the full fault suite (~15 min): kills, outages, one report"
+	@echo "make test-faults  the full fault suite (~6 min): kills, outages, one report"
 	@echo "make test-deploy  build the image with podman, run it, compose and Prometheus (deploy/)"
 	@echo "make bench      run the benchmarks and print one table"
 	@echo "make lint | format | typecheck | all | clean"
