@@ -7,7 +7,6 @@ import itertools
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -17,32 +16,14 @@ import redis.asyncio as aioredis
 
 from ingest.migrate import migrate
 from tests.edge_helpers import create_key
+from tests.system.fault_support import Faulty, Servers
 from tests.system.report import REPORT, render
-from tests.system.servers import OwnPostgres, OwnRedis, own_postgres, own_redis
+from tests.system.servers import own_postgres, own_redis
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT_PATH = ROOT / "artifacts" / "fault-report.txt"
 REDIS_DATABASES = 16
 _databases = itertools.count(1)
-
-
-@dataclass
-class Servers:
-    postgres: OwnPostgres
-    redis: OwnRedis
-
-
-@dataclass
-class Faulty:
-    """One scenario's view: servers it may kill, a fresh database on them, clients, a key."""
-
-    servers: Servers
-    database_url: str
-    redis_url: str
-    db: asyncpg.Pool
-    redis: aioredis.Redis
-    key: str
-    log_dir: Path
 
 
 @pytest.fixture(scope="session")

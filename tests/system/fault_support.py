@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import redis.asyncio as aioredis
 
 from schemas import keys
 from tests.bench.processes import Child, Children, children, environment, free_port
 from tests.system.report import REPORT, Row
 from tests.system.senders import Ledger
+from tests.system.servers import OwnPostgres, OwnRedis
 from tests.worker_support import memberships
 from worker.drain import is_drained
 
@@ -27,6 +29,25 @@ SAMPLE_INTERVAL_S = 0.2
 COUNTERS_CATCH_UP_S = 5.0
 # Reading the end state takes well under a second; past this a read hangs.
 VERIFY_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Servers:
+    postgres: OwnPostgres
+    redis: OwnRedis
+
+
+@dataclass
+class Faulty:
+    """One scenario's view: servers it may kill, a fresh database on them, clients, a key."""
+
+    servers: Servers
+    database_url: str
+    redis_url: str
+    db: asyncpg.Pool
+    redis: aioredis.Redis
+    key: str
+    log_dir: Path
 
 
 class Stack:
