@@ -232,15 +232,21 @@ async def held_jobs(redis: aioredis.Redis) -> list[bytes]:
 async def finished_within(
     redis_url: str, queue_name: str, job_ids: list[bytes], *, timeout_s: float
 ) -> float:
-    """Seconds until none of ``job_ids`` is on arq's queue any more (a job leaves it when a
-    replica finished it); ``timeout_s`` if some still are by then."""
+    """Seconds until none of ``job_ids`` is queued or leased any more (a running job sits under
+    its lease, a lapsed lease puts it back on the queue, finishing it removes it from both);
+    ``timeout_s`` if some still are by then."""
     client = aioredis.Redis.from_url(redis_url, socket_timeout=2.0)
     started = time.monotonic()
     try:
         while job_ids and time.monotonic() - started < timeout_s:
             with contextlib.suppress(OSError, aioredis.RedisError):
-                scores = await client.zmscore(queue_name, job_ids)
-                job_ids = [j for j, score in zip(job_ids, scores, strict=True) if score is not None]
+                queued = await client.zmscore(queue_name, job_ids)
+                leased = await client.zmscore(keys.LEASES, job_ids)
+                job_ids = [
+                    j
+                    for j, q, held in zip(job_ids, queued, leased, strict=True)
+                    if q is not None or held is not None
+                ]
             if job_ids:
                 await asyncio.sleep(SAMPLE_INTERVAL_S)
         return min(time.monotonic() - started, timeout_s)

@@ -146,6 +146,8 @@ async def test_workers_sigkilled_every_few_seconds(faulty: Faulty) -> None:
             await asyncio.sleep(KILL_EVERY_S)
             # Every job held at the kill, the victim's among them, must be finished soon after.
             held = await held_jobs(faulty.redis)
+            if not held:
+                row.problems.append(f"kill {row.faults + 1} landed while no job ran")
             await stack.kill_worker(rng.choice(stack.workers))
             row.faults += 1
             reruns.append(
