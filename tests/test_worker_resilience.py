@@ -17,6 +17,7 @@ from schemas import keys
 from schemas.settings import Settings
 from tests.status_support import running_worker, wait_until
 from worker.app import ChangeWorker, redis_settings
+from worker.errors import raise_if_cancelled
 
 QUEUE = "resilience-test:queue"
 
@@ -89,3 +90,24 @@ async def test_a_redis_out_of_memory_is_waited_out(
                 await wait_until(healthy, "the worker to recover")
         finally:
             await client.aclose()
+
+
+async def test_a_stop_turned_into_a_timeout_still_stops_the_loop() -> None:
+    # redis-py can turn a cancellation during a read into TimeoutError (an OSError); a loop that
+    # waits out Redis errors swallowed its own stop that way and a worker never exited.
+    async def waits_out_errors() -> None:
+        while True:
+            try:
+                try:
+                    await asyncio.sleep(10)
+                except asyncio.CancelledError as e:
+                    raise TimeoutError("Timeout reading from socket") from e
+            except OSError as e:
+                raise_if_cancelled(e)
+
+    task = asyncio.create_task(waits_out_errors())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=2)
+    assert done
+    assert task.cancelled()

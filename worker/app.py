@@ -25,7 +25,7 @@ from schemas import jobs, keys
 from schemas.jobs import DeadLetter
 from schemas.settings import Settings
 from worker.changes import apply_change
-from worker.errors import describe
+from worker.errors import describe, raise_if_cancelled
 from worker.leases import RENEW_EVERY_S, Finished, Leases
 from worker.state import STATE_KEY, WorkerState
 
@@ -52,6 +52,8 @@ REDIS_SILENT_S = 30.0
 # some calls (out of memory refuses writes, not reads) does not look healthy between them.
 REDIS_PROBLEM_HOLD_S = 10.0
 MAX_REDIS_BACKOFF_S = 2.0
+# How long a stop waits for arq's loop to end once its jobs are handed back.
+STOP_TIMEOUT_S = 15.0
 # A job that ended without an outcome (arq's own timeout) runs again this much later.
 UNFINISHED_DEFER_MS = 5000
 
@@ -137,6 +139,7 @@ class ChangeWorker(Worker):
                     task.result()  # a bug in run_job must not pass silently
             await self.heart_beat()
         except REDIS_UNREACHABLE as e:
+            raise_if_cancelled(e)
             self._redis_failed(e)
             await asyncio.sleep(min(MAX_REDIS_BACKOFF_S, 0.1 * 2 ** min(self._redis_failures, 6)))
             return
@@ -167,6 +170,7 @@ class ChangeWorker(Worker):
             try:
                 await self.leases.renew(running)
             except REDIS_UNREACHABLE as e:
+                raise_if_cancelled(e)
                 # Renewed at the next turn; a lease that lapses meanwhile only means that
                 # another replica may run the job too, which versions make harmless.
                 self._redis_failed(e)
@@ -175,6 +179,7 @@ class ChangeWorker(Worker):
         try:
             await super().run_job(job_id, score)
         except REDIS_UNREACHABLE as e:
+            raise_if_cancelled(e)
             # The job stays queued; its lease lapses and any replica runs it again.
             self._redis_failed(e)
         finally:
@@ -322,5 +327,7 @@ async def stop_worker(worker: Worker, run: asyncio.Task[None], *, grace_s: float
             job.cancel()
         await asyncio.wait(running, timeout=0.05)
     run.cancel()
-    await asyncio.wait([run])
+    _, still_running = await asyncio.wait([run], timeout=STOP_TIMEOUT_S)
+    if still_running:
+        logger.error("the worker's loop did not stop within %g s; closing anyway", STOP_TIMEOUT_S)
     await worker.close()

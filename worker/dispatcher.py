@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from schemas import keys
 from schemas.lua import source
 from schemas.settings import Settings
-from worker.errors import describe
+from worker.errors import describe, raise_if_cancelled
 from worker.metrics import WorkerMetrics
 
 logger = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ class Dispatcher:
             try:
                 result = await self.dispatch_once()
             except Exception as e:
+                raise_if_cancelled(e)
                 failures += 1
                 if failures == 1:
                     logger.warning("dispatch failed, retrying with back-off: %s", describe(e))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import asyncpg
@@ -49,3 +50,14 @@ def describe(exc: BaseException) -> str:
     """A one-line account of an error for logs and dead letters; never a connection string."""
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}"[:500] if text else type(exc).__name__
+
+
+def raise_if_cancelled(error: BaseException) -> None:
+    """Re-raise the cancellation of the running task that ``error`` stands in for.
+
+    redis-py can turn a task's cancellation during a read into a ``TimeoutError`` (its socket
+    timeout): a loop that waits out Redis errors would then swallow its own stop and never end.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from error

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from schemas import keys
 from schemas.lua import source
+from worker.errors import raise_if_cancelled
 
 # How far ahead of now this process books slots. Jobs beyond it wait here, holding no slot, so a
 # job that times out wastes none and a runtime rate change takes effect within about this long.
@@ -122,6 +123,7 @@ class Limiter:
                 for w in batch:
                     if not w.done():
                         w.set_exception(e)
+                raise_if_cancelled(e)
                 continue
             except BaseException:
                 for w in batch:
