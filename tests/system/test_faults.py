@@ -8,8 +8,10 @@ full one. Only the rate, a user setting, is raised so a drain takes seconds, not
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
@@ -112,6 +114,38 @@ async def start(stack: Stack, faulty: Faulty) -> Edge:
     return Edge(stack.url, faulty.key)
 
 
+@contextlib.asynccontextmanager
+async def running_stack(faulty: Faulty) -> AsyncIterator[tuple[Stack, Progress, Edge]]:
+    """A scenario's edge and workers at default settings (the rate raised), started, with the
+    applied-count sampler running; stopped on exit."""
+    async with (
+        scenario_stack(
+            faulty.database_url,
+            faulty.redis_url,
+            faulty.log_dir,
+            rate_limit_per_minute=RATE_PER_MINUTE,
+        ) as stack,
+        Progress(faulty.redis_url) as progress,
+    ):
+        yield stack, progress, await start(stack, faulty)
+
+
+def sending_paced(
+    edge: Edge, ledger: Ledger, *, seed: int, messages: int, batch: int, pace_s: float
+) -> asyncio.Task[None]:
+    """Senders going on in the background through the faults, retrying what is not
+    acknowledged until the drain deadline."""
+    return asyncio.create_task(
+        send_all(
+            edge,
+            streams(seed=seed, messages=messages, batch=batch),
+            ledger,
+            timeout_s=PLAN.drain_timeout_s,
+            pace_s=pace_s,
+        )
+    )
+
+
 async def applied_some(faulty: Faulty) -> None:
     """Until the workers have applied something, so a fault lands mid-drain."""
 
@@ -127,16 +161,7 @@ async def test_workers_sigkilled_every_few_seconds(faulty: Faulty) -> None:
     row = Row("worker SIGKILL every 3 s")
     ledger = Ledger()
     rng = random.Random(1)
-    async with (
-        scenario_stack(
-            faulty.database_url,
-            faulty.redis_url,
-            faulty.log_dir,
-            rate_limit_per_minute=RATE_PER_MINUTE,
-        ) as stack,
-        Progress(faulty.redis_url) as progress,
-    ):
-        edge = await start(stack, faulty)
+    async with running_stack(faulty) as (stack, progress, edge):
         await send_all(edge, streams(seed=1), ledger, timeout_s=60)
         await applied_some(faulty)
         loop = asyncio.get_running_loop()
@@ -216,25 +241,10 @@ async def test_redis_sigkilled_and_restarted(faulty: Faulty) -> None:
     row = Row(f"Redis SIGKILL, down {'+'.join(f'{s:g}' for s in PLAN.redis_outages_s)} s")
     ledger = Ledger()
     redis_server = faulty.servers.redis
-    async with (
-        scenario_stack(
-            faulty.database_url,
-            faulty.redis_url,
-            faulty.log_dir,
-            rate_limit_per_minute=RATE_PER_MINUTE,
-        ) as stack,
-        Progress(faulty.redis_url) as progress,
-    ):
-        edge = await start(stack, faulty)
+    async with running_stack(faulty) as (stack, progress, edge):
         # Senders keep going through the outages, retrying what is not acknowledged.
-        sending = asyncio.create_task(
-            send_all(
-                edge,
-                streams(seed=2, messages=PLAN.outage_messages_per_sender, batch=100),
-                ledger,
-                timeout_s=PLAN.drain_timeout_s,
-                pace_s=1.0,
-            )
+        sending = sending_paced(
+            edge, ledger, seed=2, messages=PLAN.outage_messages_per_sender, batch=100, pace_s=1.0
         )
         await applied_some(faulty)
         loop = asyncio.get_running_loop()
@@ -259,24 +269,9 @@ async def test_postgres_stopped_and_restarted(faulty: Faulty) -> None:
     row = Row(f"Postgres down {PLAN.postgres_down_s:g} s x{PLAN.postgres_outages}")
     ledger = Ledger()
     postgres = faulty.servers.postgres
-    async with (
-        scenario_stack(
-            faulty.database_url,
-            faulty.redis_url,
-            faulty.log_dir,
-            rate_limit_per_minute=RATE_PER_MINUTE,
-        ) as stack,
-        Progress(faulty.redis_url) as progress,
-    ):
-        edge = await start(stack, faulty)
-        sending = asyncio.create_task(
-            send_all(
-                edge,
-                streams(seed=3, messages=PLAN.outage_messages_per_sender, batch=100),
-                ledger,
-                timeout_s=PLAN.drain_timeout_s,
-                pace_s=1.0,
-            )
+    async with running_stack(faulty) as (stack, progress, edge):
+        sending = sending_paced(
+            edge, ledger, seed=3, messages=PLAN.outage_messages_per_sender, batch=100, pace_s=1.0
         )
         await applied_some(faulty)
         for _ in range(PLAN.postgres_outages):
@@ -296,25 +291,10 @@ async def test_edge_sigkilled_while_clients_retry(faulty: Faulty) -> None:
     acknowledged as a duplicate and enqueued once."""
     row = Row(f"edge SIGKILL x{PLAN.edge_kills}")
     ledger = Ledger()
-    async with (
-        scenario_stack(
-            faulty.database_url,
-            faulty.redis_url,
-            faulty.log_dir,
-            rate_limit_per_minute=RATE_PER_MINUTE,
-        ) as stack,
-        Progress(faulty.redis_url) as progress,
-    ):
-        edge = await start(stack, faulty)
+    async with running_stack(faulty) as (stack, progress, edge):
         # Small paced batches: requests in flight across every kill.
-        sending = asyncio.create_task(
-            send_all(
-                edge,
-                streams(seed=4, messages=PLAN.edge_kills * 10, batch=50),
-                ledger,
-                timeout_s=PLAN.drain_timeout_s,
-                pace_s=0.25,
-            )
+        sending = sending_paced(
+            edge, ledger, seed=4, messages=PLAN.edge_kills * 10, batch=50, pace_s=0.25
         )
         for _ in range(PLAN.edge_kills):
             await asyncio.sleep(1.0)
@@ -340,15 +320,6 @@ async def test_every_request_delivered_twice_shuffled(faulty: Faulty) -> None:
         twice.append(doubled)
         ledger.repeated_ids.update(m.message_id for m in stream)
     row.faults = sum(len(s) for s in twice) // 2
-    async with (
-        scenario_stack(
-            faulty.database_url,
-            faulty.redis_url,
-            faulty.log_dir,
-            rate_limit_per_minute=RATE_PER_MINUTE,
-        ) as stack,
-        Progress(faulty.redis_url) as progress,
-    ):
-        edge = await start(stack, faulty)
+    async with running_stack(faulty) as (stack, progress, edge):
         await send_all(edge, twice, ledger, timeout_s=120)
         await finish(row, ledger, stack, faulty, progress)
