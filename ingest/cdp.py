@@ -76,10 +76,13 @@ def _allowed(hostnames: str) -> frozenset[str]:
 
 
 def _hostname(value: str) -> str:
-    # The header should be a bare hostname; a pasted URL still names the same deployment.
+    # The header should be a bare hostname; a pasted URL (with its scheme) still names the same
+    # deployment. Without a scheme the whole value must be the hostname ("a/b" is not "a").
     value = value.strip().lower()
-    value = value.partition("://")[2] or value
-    return value.split("/", 1)[0].split(":", 1)[0].rstrip(".")
+    _, found, rest = value.partition("://")
+    if found:
+        value = rest.split("/", 1)[0].split(":", 1)[0]
+    return value.rstrip(".")
 
 
 def platform_of(request: web.Request) -> str:

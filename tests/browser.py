@@ -130,7 +130,9 @@ class Page:
 @asynccontextmanager
 async def chromium(executable: str, width: int = 1360, height: int = 900) -> AsyncIterator[Page]:
     """A fresh headless Chromium (its own empty profile) with one tab open on about:blank."""
-    with tempfile.TemporaryDirectory(prefix="cohortsync-chromium-") as tmp:
+    with tempfile.TemporaryDirectory(
+        prefix="cohortsync-chromium-", ignore_cleanup_errors=True
+    ) as tmp:
         profile = Path(tmp) / "profile"
         log = (Path(tmp) / "chromium.log").open("wb")
         proc = await asyncio.create_subprocess_exec(

@@ -379,6 +379,13 @@ async def test_destination_hostnames_can_be_restricted(
             client, "POST", "/cdp/audiences", "b", "B", destination="anything.example.com"
         )
         assert resp.status == 201
+        # Without a scheme the whole value is the hostname: "l/tk:np7w" is not host "l" (the
+        # fuzz found it accepted).
+        for bad in ("L/tk:np7w;Z5ZF", "host:8080", "a b"):
+            resp = await send_audience(client, "POST", "/cdp/audiences", "c", "C", destination=bad)
+            await assert_cdp_error(
+                resp, 400, "destination-hostname must be a hostname (or a URL of one)"
+            )
 
 
 async def test_backlog_full_is_429_in_the_cdp_shape(

@@ -103,6 +103,8 @@ class ChangeWorker(Worker):
         super().__init__(*args, **kwargs)
         # Job id -> the score it was claimed with, while it runs (arq defers relative to it).
         self._scores: dict[str, int] = {}
+        # Set by stop_worker: the loops end at their next turn even if a cancellation got lost.
+        self.stopping = False
 
     @property
     def leases(self) -> Leases:
@@ -130,6 +132,8 @@ class ChangeWorker(Worker):
         return None
 
     async def _poll_iteration(self) -> None:
+        if self.stopping:
+            raise asyncio.CancelledError
         try:
             if self.allow_pick_jobs and self.job_counter < self.max_jobs:
                 await self._claim_and_start()
@@ -164,7 +168,7 @@ class ChangeWorker(Worker):
             await asyncio.sleep(IDLE_POLL_DELAY_S - POLL_DELAY_S)
 
     async def _renew_leases(self) -> None:
-        while True:
+        while not self.stopping:
             await asyncio.sleep(RENEW_EVERY_S)
             running = [job_id for job_id, task in self.tasks.items() if not task.done()]
             try:
@@ -326,6 +330,8 @@ async def stop_worker(worker: Worker, run: asyncio.Task[None], *, grace_s: float
         for job in list(worker.job_tasks.values()):
             job.cancel()
         await asyncio.wait(running, timeout=0.05)
+    if isinstance(worker, ChangeWorker):
+        worker.stopping = True  # only now: leases were renewed while the jobs had their grace
     run.cancel()
     _, still_running = await asyncio.wait([run], timeout=STOP_TIMEOUT_S)
     if still_running:

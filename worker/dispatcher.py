@@ -72,6 +72,8 @@ class Dispatcher:
         self._rate = rate_per_minute or (lambda: settings.rate_limit_per_minute)
         self._metrics = metrics or WorkerMetrics()
         self._task: asyncio.Task[None] | None = None
+        # Ends the loop at its next turn even if a cancellation got lost (see raise_if_cancelled).
+        self._stopping = False
 
     def watermark(self) -> int:
         """Most ready jobs on arq's queue for the rate in force (0: the configured watermark)."""
@@ -90,7 +92,7 @@ class Dispatcher:
     async def run(self) -> None:
         """Dispatch until cancelled; Redis errors are logged and waited out, never fatal."""
         failures = 0
-        while True:
+        while not self._stopping:
             try:
                 result = await self.dispatch_once()
             except Exception as e:
@@ -111,10 +113,12 @@ class Dispatcher:
                 await asyncio.sleep(IDLE_S)
 
     def start(self) -> None:
+        self._stopping = False
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self.run(), name="cohortsync-dispatcher")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
