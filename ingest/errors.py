@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
 from collections.abc import Awaitable, Callable
 
-import asyncpg
 import msgspec
 from aiohttp import web
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from core.errors import TRANSIENT
 from schemas.talon import ErrorBody, ErrorItem, ErrorSource
 
 log = logging.getLogger(__name__)
@@ -85,19 +82,6 @@ class TooManyRequests(ApiError):
             title, details, pointer="/data", headers={"Retry-After": str(retry_after_s)}
         )
 
-
-# Failures of Redis or Postgres to answer, rather than of the request or of our code.
-_UNAVAILABLE = (
-    ConnectionError,
-    TimeoutError,
-    socket.gaierror,
-    RedisConnectionError,
-    RedisTimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.TooManyConnectionsError,
-)
 
 # A renderer writes an ApiError in one surface's error format; see ERROR_RENDERERS.
 ErrorRenderer = Callable[[web.Request, ApiError], web.Response]
@@ -201,7 +185,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if e.status < 400:
             raise
         return render(request, from_http(request, e))
-    except _UNAVAILABLE as e:
+    except TRANSIENT as e:
         # Redis or Postgres is down or unreachable: worth a retry, unlike a 500.
         log.warning("%s %s: backing service unavailable: %r", request.method, route_of(request), e)
         unavailable = ServiceUnavailable(

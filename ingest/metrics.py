@@ -9,27 +9,18 @@ import logging
 from collections.abc import Iterator
 
 from aiohttp import web
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from core.metrics import QueueCollector, exposition
 from ingest import status
 from ingest.connections import Connections
 from ingest.health import check_dependencies
 from ingest.state import SCRIPTS, SETTINGS
-from schemas.status import DEAD_LETTERS_HELP, QueueSnapshot
 
 log = logging.getLogger(__name__)
-
-# A ``*_created`` gauge beside every counter and histogram only doubles the series.
-disable_created_metrics()  # type: ignore[no-untyped-call]
 
 routes = web.RouteTableDef()
 
@@ -117,46 +108,6 @@ def count_request(request: web.Request, route: str, status: int, duration_s: flo
     metrics.duration.labels(route, request.method).observe(duration_s)
 
 
-class QueueCollector(Collector):
-    """The queue's gauges from one snapshot; ``generate_latest`` takes anything with
-    ``collect()``, so each scrape renders its own snapshot and scrapes never share state."""
-
-    def __init__(self, snapshot: QueueSnapshot, configured_rate_per_minute: int) -> None:
-        self._snapshot = snapshot
-        self._configured_rate = configured_rate_per_minute
-
-    def collect(self) -> Iterator[Metric]:
-        s = self._snapshot
-        depth = GaugeMetricFamily(
-            "cohortsync_queue_depth", "Changes queued, by state.", labels=["state"]
-        )
-        for state, n in (
-            ("backlog", s.backlog),
-            ("ready", s.ready),
-            ("in_flight", s.in_flight),
-            ("deferred", s.deferred),
-        ):
-            depth.add_metric([state], n)
-        yield depth
-        pending = GaugeMetricFamily(
-            "cohortsync_audience_pending",
-            "Changes accepted and not yet applied, per audience with a backlog.",
-            labels=["audience_id"],
-        )
-        for audience in s.audiences:
-            pending.add_metric([str(audience.audience_id)], audience.pending)
-        yield pending
-        yield GaugeMetricFamily(
-            "cohortsync_rate_limit_per_minute",
-            "Rate limit in force; 0 = none.",
-            value=s.rate_per_minute(self._configured_rate),
-        )
-        yield GaugeMetricFamily(
-            "cohortsync_workers_live", "Worker replicas alive now.", value=s.workers_live
-        )
-        yield GaugeMetricFamily("cohortsync_dead_letters", DEAD_LETTERS_HELP, value=s.dead_letters)
-
-
 class DependencyCollector(Collector):
     """``cohortsync_dependency_up``: what /readyz checks, one series per dependency, so an alert
     can name the one an edge cannot reach."""
@@ -178,8 +129,10 @@ class DependencyCollector(Collector):
 @routes.get("/metrics")
 async def serve_metrics(request: web.Request) -> web.Response:
     app = request.app
-    body = generate_latest(app[METRICS].registry)
-    body += generate_latest(DependencyCollector(await check_dependencies(app)))
+    sources: list[Collector] = [
+        app[METRICS].registry,
+        DependencyCollector(await check_dependencies(app)),
+    ]
     try:
         async with asyncio.timeout(SCRAPE_TIMEOUT_S):
             snapshot = await status.read_snapshot(app[SCRIPTS].queue_state, app[SETTINGS])
@@ -187,5 +140,5 @@ async def serve_metrics(request: web.Request) -> web.Response:
         # The edge's own metrics still matter (they show the 503s while Redis is down).
         log.warning("queue gauges unavailable: %s", type(e).__name__)
     else:
-        body += generate_latest(QueueCollector(snapshot, app[SETTINGS].rate_limit_per_minute))
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        sources.append(QueueCollector(snapshot, app[SETTINGS].rate_limit_per_minute))
+    return web.Response(body=exposition(*sources), headers={"Content-Type": CONTENT_TYPE_LATEST})

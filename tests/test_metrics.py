@@ -7,6 +7,7 @@ import time
 
 import asyncpg
 import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
 
 from ingest.app import create_app
 from schemas import keys
@@ -22,7 +23,7 @@ from tests.status_support import (
 )
 from tests.worker_support import new_audience
 from worker.drain import is_drained
-from worker.metrics import render
+from worker.metrics import LATENCY_BUCKETS_S, WAIT_BUCKETS_S, WorkerMetrics, render
 from worker.state import STATE_KEY, WorkerState
 
 
@@ -162,3 +163,65 @@ async def test_without_redis_the_edge_still_reports_its_own_metrics(settings: Se
     # The alert on /readyz's dependencies names the one this edge cannot reach.
     assert value(found, "cohortsync_dependency_up", dependency="redis") == 0
     assert value(found, "cohortsync_dependency_up", dependency="postgres") == 1
+
+
+async def test_a_worker_exports_its_series_as_dashboards_and_alerts_read_them(
+    settings: Settings, redis: aioredis.Redis
+) -> None:
+    metrics = WorkerMetrics()
+    metrics.applied += 2
+    metrics.dropped["stale"] += 1
+    metrics.job_latency.observe(0.3)
+    metrics.limiter_wait.observe(0.002)
+    text = await render(metrics, redis, settings)
+
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert {name: f.type for name, f in families.items()} == {
+        "cohortsync_changes_applied": "counter",
+        "cohortsync_changes_dropped": "counter",
+        "cohortsync_job_latency_seconds": "histogram",
+        "cohortsync_limiter_wait_seconds": "histogram",
+        "cohortsync_queue_depth": "gauge",
+        "cohortsync_audience_pending": "gauge",
+        "cohortsync_rate_limit_per_minute": "gauge",
+        "cohortsync_workers_live": "gauge",
+        "cohortsync_dead_letters": "gauge",
+    }
+    found = samples(text)
+    assert not [name for name, _ in found if name.endswith("_created")]
+    assert value(found, "cohortsync_changes_applied_total") == 2
+    # Both reasons from the start, so a rate() over either never begins at a missing series.
+    assert value(found, "cohortsync_changes_dropped_total", reason="stale") == 1
+    assert value(found, "cohortsync_changes_dropped_total", reason="dead_letter") == 0
+    for name, bounds_s in (
+        ("cohortsync_job_latency_seconds", LATENCY_BUCKETS_S),
+        ("cohortsync_limiter_wait_seconds", WAIT_BUCKETS_S),
+    ):
+        les = [s.labels["le"] for s in families[name].samples if s.name == f"{name}_bucket"]
+        assert [float(le) for le in les] == [*bounds_s, float("inf")]
+        assert value(found, f"{name}_count") == 1
+    assert value(found, "cohortsync_job_latency_seconds_bucket", le="0.25") == 0
+    assert value(found, "cohortsync_job_latency_seconds_bucket", le="0.5") == 1
+    assert value(found, "cohortsync_limiter_wait_seconds_sum") == 0.002
+
+
+async def test_the_edge_and_a_worker_export_the_same_queue_gauges(
+    client: Client, settings: Settings, db: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    a = await new_audience(db, "a")
+    await post_changes(client, [(a, "add", f"p{i}") for i in range(7)])
+    queue = {
+        "cohortsync_queue_depth",
+        "cohortsync_audience_pending",
+        "cohortsync_rate_limit_per_minute",
+        "cohortsync_workers_live",
+        "cohortsync_dead_letters",
+    }
+
+    def of_queue(found: Samples) -> Samples:
+        return {k: v for k, v in found.items() if k[0] in queue}
+
+    edge = of_queue(await scrape(client))
+    worker = of_queue(samples(await render(WorkerMetrics(), redis, settings)))
+    assert worker == edge
+    assert value(edge, "cohortsync_audience_pending", audience_id=str(a)) == 7

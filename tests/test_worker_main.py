@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from schemas.settings import Settings
 from tests.process_support import ROOT, free_port, health_keys, service_env, spawn, stop
+from tests.status_support import samples, value
 from tests.tcp_proxy import TcpProxy
 from tests.worker_support import accept, new_audience
 
@@ -88,12 +89,12 @@ async def test_worker_serves_probes_and_metrics_and_stops_on_sigterm(
             assert (await worker_command(env, "--check"))[0] == 0
             status, text = await asyncio.to_thread(get, f"http://127.0.0.1:{port}/metrics")
             assert status == 200
-            lines = set(text.splitlines())
-            assert "cohortsync_changes_applied_total 30" in lines
-            assert "cohortsync_workers_live 1" in lines
-            assert 'cohortsync_queue_depth{state="backlog"} 0' in lines
-            assert "cohortsync_rate_limit_per_minute 0" in lines
-            assert 'cohortsync_limiter_wait_seconds_bucket{le="+Inf"} 30' in lines
+            scraped = samples(text)
+            assert value(scraped, "cohortsync_changes_applied_total") == 30
+            assert value(scraped, "cohortsync_workers_live") == 1
+            assert value(scraped, "cohortsync_queue_depth", state="backlog") == 0
+            assert value(scraped, "cohortsync_rate_limit_per_minute") == 0
+            assert value(scraped, "cohortsync_limiter_wait_seconds_bucket", le="+Inf") == 30
         finally:
             code = await stop(worker)
         log.seek(0)

@@ -7,8 +7,9 @@ import logging
 import time
 from typing import Any, NamedTuple
 
+from core.errors import is_transient
 from schemas.jobs import Change
-from worker.errors import backoff_s, describe, is_transient
+from worker.errors import backoff_s, describe
 
 logger = logging.getLogger(__name__)
 

@@ -9,10 +9,11 @@ import time
 import msgspec
 from arq import Retry
 
+from core.errors import is_transient
 from schemas import keys
 from schemas.jobs import Change, DeadLetter
 from worker import logs
-from worker.errors import backoff_s, describe, is_transient
+from worker.errors import backoff_s, describe
 from worker.leases import Finished
 from worker.state import JobContext
 

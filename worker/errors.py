@@ -1,42 +1,16 @@
-"""Which failures a job retries with back-off and which send its change to the dead letters."""
+"""How a job retries (back-off) and how its failures are told; which failures are retried is
+core.errors."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 
-import asyncpg
-import redis.exceptions as redis_errors
-
-# A failure of the path to Postgres or Redis, or of a transaction that would succeed if re-run.
-# Everything else (bad data, a broken statement) fails the same way on every try.
-TRANSIENT: tuple[type[BaseException], ...] = (
-    OSError,  # includes ConnectionError and TimeoutError (asyncio's too, since 3.11)
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,  # connection closed or released under us, pool closing
-    # The client's own state machine after a connection broke mid-statement ("cannot switch to
-    # state 12; another operation is in progress"): the next connection works.
-    asyncpg.exceptions.InternalClientError,
-    asyncpg.exceptions.TransactionRollbackError,  # serialization failure, deadlock
-    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now, cancelled
-    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
-    asyncpg.exceptions.LockNotAvailableError,
-    asyncpg.exceptions.ReadOnlySQLTransactionError,  # a standby, during failover
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.ReadOnlyError,
-    redis_errors.TryAgainError,
-)
-
 MAX_BACKOFF_S = 60.0
 
 
 class PermanentError(Exception):
     """A change that cannot be applied however often it is tried."""
-
-
-def is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, TRANSIENT)
 
 
 def backoff_s(job_try: int) -> float:
