@@ -24,12 +24,11 @@ from tests.bench.processes import (
     until,
     wait_for_workers,
 )
+from tests.status_support import samples, value
 from tests.worker_support import accept, memberships, new_audience
 from worker.drain import is_drained
 
 BURST = Settings().rate_burst
-APPLIED = "cohortsync_changes_applied_total "
-STALE = 'cohortsync_changes_dropped_total{reason="stale"} '
 
 
 class Replica:
@@ -45,13 +44,12 @@ class Replica:
         async with http.get(f"http://127.0.0.1:{self.port}/metrics") as response:
             assert response.status == 200
             text = await response.text()
-        counts = [
-            int(line.rpartition(" ")[2])
-            for line in text.splitlines()
-            if line.startswith((APPLIED, STALE))
-        ]
-        assert len(counts) == 2, text
-        return sum(counts)
+        found = samples(text)
+        applied = value(found, "cohortsync_changes_applied_total")
+        stale = value(found, "cohortsync_changes_dropped_total", reason="stale")
+        assert applied is not None, text
+        assert stale is not None, text
+        return int(applied + stale)
 
 
 async def start_replicas(
