@@ -8,12 +8,13 @@ import redis.exceptions as redis_errors
 
 # A failure of the path to Postgres or Redis, or of a transaction that would succeed if re-run.
 # Everything else (bad data, a broken statement, our own bug) fails the same way on every try.
+# Not asyncpg's InterfaceError: that is the client used wrongly or after its pool closed, which
+# the edge answers with a 500 (a worker retries it for its own reason, worker.errors.is_retried).
 TRANSIENT: tuple[type[BaseException], ...] = (
     # Includes ConnectionError, TimeoutError (asyncio's too, since 3.11) and socket.gaierror: a
     # host that is down, slow or not resolvable now.
     OSError,
     asyncpg.PostgresConnectionError,  # the connection broke or could not be made
-    asyncpg.InterfaceError,  # connection closed or released under us, pool closing
     # The client's own state machine after a connection broke mid-statement ("cannot switch to
     # state 12; another operation is in progress"): the next connection works.
     asyncpg.exceptions.InternalClientError,

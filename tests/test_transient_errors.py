@@ -1,5 +1,6 @@
 """core.errors: one list of what a failing dependency looks like, which the worker retries and
-the edge answers 503 for; failures of the work itself are neither."""
+the edge answers 503 for; failures of the work itself are neither (worker.errors.is_retried
+adds asyncpg's InterfaceError for jobs only)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from core.errors import is_transient
 from ingest.errors import error_middleware
+from worker.errors import is_retried
 
 REFUSING_REDIS = "redis://127.0.0.1:1/0"
 
@@ -31,7 +33,6 @@ TRANSIENT = [
     asyncpg.TooManyConnectionsError("sorry, too many clients already"),
     # What the worker retried before: it still does, and the edge now answers 503 for them too.
     OSError(24, "Too many open files"),
-    asyncpg.InterfaceError("pool is closed"),
     asyncpg.exceptions.InternalClientError(
         "cannot switch to state 12; another operation (2) is in progress"
     ),
@@ -45,6 +46,13 @@ TRANSIENT = [
     redis_errors.TryAgainError("Multiple keys request during rehashing of slot"),  # type: ignore[no-untyped-call]
 ]
 
+# The client used after its connection or pool closed: a job runs again (its replica may be
+# stopping); the edge answers 500, as it did before (tests/test_logs.py closes its pool).
+CLIENT_CLOSED = [
+    asyncpg.InterfaceError("pool is closed"),
+    asyncpg.InterfaceError("connection is closed"),
+]
+
 PERMANENT = [
     ValueError("bad value"),
     KeyError("missing"),
@@ -56,16 +64,24 @@ PERMANENT = [
 
 
 @pytest.mark.parametrize("error", TRANSIENT, ids=lambda e: type(e).__name__)
-def test_a_failing_dependency_is_transient(error: BaseException) -> None:
+def test_a_failing_dependency_is_transient_and_retried(error: BaseException) -> None:
     assert is_transient(error)
+    assert is_retried(error)
+
+
+@pytest.mark.parametrize("error", CLIENT_CLOSED, ids=str)
+def test_a_closed_client_is_retried_by_a_job_only(error: BaseException) -> None:
+    assert not is_transient(error)
+    assert is_retried(error)
 
 
 @pytest.mark.parametrize("error", PERMANENT, ids=lambda e: type(e).__name__)
-def test_a_failure_of_the_work_itself_is_not(error: BaseException) -> None:
+def test_a_failure_of_the_work_itself_is_neither(error: BaseException) -> None:
     assert not is_transient(error)
+    assert not is_retried(error)
 
 
-async def test_what_redis_and_postgres_raise_when_down_is_transient(database_url: str) -> None:
+async def test_what_redis_and_postgres_raise_when_down_is_retried(database_url: str) -> None:
     client = aioredis.Redis.from_url(REFUSING_REDIS)
     with pytest.raises(redis_errors.ConnectionError) as refused:
         await client.ping()
@@ -82,7 +98,7 @@ async def test_what_redis_and_postgres_raise_when_down_is_transient(database_url
         # What the client raises depends on where it was when the server hung up (seen:
         # ConnectionDoesNotExistError, AdminShutdownError, InterfaceError, InternalClientError).
         ended = await _error_of(conn.fetchval("SELECT 1"))
-        assert is_transient(ended), repr(ended)
+        assert is_retried(ended), repr(ended)
     finally:
         conn.terminate()
         await killer.close()
@@ -113,14 +129,15 @@ async def test_what_bad_data_raises_is_not_transient(db: asyncpg.Pool) -> None:
         await conn.execute("DROP TABLE once")
 
 
+ANSWERS = {"transient": TRANSIENT, "closed": CLIENT_CLOSED, "permanent": PERMANENT}
+
+
 @pytest.fixture
 async def raising() -> AsyncIterator[TestClient[web.Request, web.Application]]:
-    """An app behind the edge's error middleware whose one route raises ``TRANSIENT[i]`` or
-    ``PERMANENT[i]`` as its path says."""
+    """An app behind the edge's error middleware whose one route raises ``ANSWERS[kind][i]``."""
 
     async def fail(request: web.Request) -> web.Response:
-        kind, index = request.match_info["kind"], int(request.match_info["index"])
-        raise (TRANSIENT if kind == "transient" else PERMANENT)[index]
+        raise ANSWERS[request.match_info["kind"]][int(request.match_info["index"])]
 
     app = web.Application(middlewares=[error_middleware])
     app.router.add_get("/{kind}/{index}", fail)
@@ -134,5 +151,6 @@ async def test_the_edge_answers_503_for_each_transient_error_and_500_otherwise(
     for i, error in enumerate(TRANSIENT):
         response = await raising.get(f"/transient/{i}")
         assert (response.status, response.headers.get("Retry-After")) == (503, "1"), error
-    for i, error in enumerate(PERMANENT):
-        assert (await raising.get(f"/permanent/{i}")).status == 500, error
+    for kind in ("closed", "permanent"):
+        for i, error in enumerate(ANSWERS[kind]):
+            assert (await raising.get(f"/{kind}/{i}")).status == 500, error

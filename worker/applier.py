@@ -7,9 +7,8 @@ import logging
 import time
 from typing import Any, NamedTuple
 
-from core.errors import is_transient
 from schemas.jobs import Change
-from worker.errors import backoff_s, describe
+from worker.errors import backoff_s, describe, is_retried
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +133,7 @@ class Applier:
         try:
             applied = await self._upsert_retrying(batch, [w.change for w in winners.values()])
         except Exception as e:
-            if is_transient(e) or len(winners) == 1:
+            if is_retried(e) or len(winners) == 1:
                 _fail(batch, e)
                 return
             # One bad row must not fail its neighbours: find it by trying each row alone.
@@ -157,7 +156,7 @@ class Applier:
             try:
                 applied = await self._upsert(changes)
             except Exception as e:
-                if not is_transient(e) or all(w.done.done() for w in waiting):
+                if not is_retried(e) or all(w.done.done() for w in waiting):
                     raise
                 self.problem = describe(e)
                 failures += 1
@@ -188,7 +187,7 @@ class Applier:
                     [c.version for c in changes],
                 )
             except BaseException as e:
-                if not isinstance(e, Exception) or is_transient(e):
+                if not isinstance(e, Exception) or is_retried(e):
                     conn.terminate()
                 raise
         return {(r[0], r[1]) for r in rows}

@@ -9,11 +9,10 @@ import time
 import msgspec
 from arq import Retry
 
-from core.errors import is_transient
 from schemas import keys
 from schemas.jobs import Change, DeadLetter
 from worker import logs
-from worker.errors import backoff_s, describe
+from worker.errors import backoff_s, describe, is_retried
 from worker.leases import Finished
 from worker.state import JobContext
 
@@ -52,7 +51,7 @@ async def apply_change(
         if budget.expired():
             # Still waiting for its turn before arq's own timeout would drop it: queue again.
             raise Retry() from e
-        if is_transient(e):
+        if is_retried(e):
             _log_transient(e)
             raise Retry(defer=backoff_s(ctx["job_try"])) from e
         logger.error(

@@ -1,16 +1,26 @@
-"""How a job retries (back-off) and how its failures are told; which failures are retried is
-core.errors."""
+"""Which failures a job retries with back-off and which send its change to the dead letters."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 
+import asyncpg
+
+from core.errors import is_transient
+
 MAX_BACKOFF_S = 60.0
 
 
 class PermanentError(Exception):
     """A change that cannot be applied however often it is tried."""
+
+
+def is_retried(exc: BaseException) -> bool:
+    """A dependency is failing (core.errors), or asyncpg's InterfaceError: a connection closed
+    or released under the job, or the pool closing as this replica stops. The job runs again,
+    here or on another replica, rather than sending its change to the dead letters."""
+    return is_transient(exc) or isinstance(exc, asyncpg.InterfaceError)
 
 
 def backoff_s(job_try: int) -> float:
