@@ -14,43 +14,33 @@ from ingest.app import create_app
 from ingest.serve import SHUTDOWN_TIMEOUT_S as SHUTDOWN_TIMEOUT_S
 from ingest.serve import ensure_fd_limit, serve
 from schemas import logs as log_format
-from schemas.settings import PREFIX, Settings, SettingsError
+from schemas.settings import Settings, SettingsError, help_epilog
 
 log = logging.getLogger("cohortsync.edge")
 
-# The settings this process reads, for --help.
-USED_SETTINGS = {
-    "database_url": "Postgres: API keys, audiences, memberships",
-    "redis_url": "Redis: the backlogs changes are accepted into",
-    "http_host": "address the edge listens on",
-    "http_port": "port of the APIs and probes",
-    "ops_port": "/metrics, /dashboard, probes and /v1/status on their own port; 0 serves "
-    "/metrics and /dashboard on the http port",
-    "request_read_timeout_s": "a request (headers and body) must arrive whole this long after "
-    "its first byte, else its connection is closed",
-    "keepalive_timeout_s": "an idle keep-alive connection is closed after this long",
-    "max_connections": "open connections per listener; past it a client is answered 503 "
-    "(Retry-After) and closed",
-    "max_body_bytes": "largest request body read; larger ones are answered 413",
-    "max_backlog": "queued changes past which requests are answered 429",
-    "allowed_destination_hostnames": "destination-hostname values the /cdp/ endpoints answer "
-    "for (comma-separated; empty: any)",
-    "account_id": "the Talon.One account id audiences report",
-    "auth_cache_ttl_s": "how long an API key lookup is trusted",
-    "audience_cache_ttl_s": "how long an audience lookup is trusted",
-    "rate_limit_per_minute": "the rate assumed for ETAs and Retry-After until the workers "
-    "publish the one they enforce",
-    "queue_name": "arq queue name",
-    "log_level": "DEBUG, INFO, WARNING or ERROR",
-}
+# The settings this process reads, listed by --help with their descriptions.
+USED_SETTINGS = (
+    "database_url",
+    "redis_url",
+    "http_host",
+    "http_port",
+    "ops_port",
+    "request_read_timeout_s",
+    "keepalive_timeout_s",
+    "max_connections",
+    "max_body_bytes",
+    "max_backlog",
+    "allowed_destination_hostnames",
+    "account_id",
+    "auth_cache_ttl_s",
+    "audience_cache_ttl_s",
+    "rate_limit_per_minute",
+    "queue_name",
+    "log_level",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
-    defaults = Settings()
-    lines = [
-        f"  {PREFIX}{name.upper()}  {text} (default: {getattr(defaults, name)})"
-        for name, text in USED_SETTINGS.items()
-    ]
     return argparse.ArgumentParser(
         prog="cohortsync-edge",
         description=(
@@ -58,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
             "the read API and health probes. Settings come from COHORTSYNC_* environment "
             "variables; migrate the database first (cohortsync-admin migrate)."
         ),
-        epilog="configuration (environment variables, read once at start):\n" + "\n".join(lines),
+        epilog=help_epilog(USED_SETTINGS),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 

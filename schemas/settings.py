@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import functools
 import logging
-from collections.abc import Mapping
+import textwrap
+import typing
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import msgspec
@@ -22,60 +26,176 @@ class SettingsError(ValueError):
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything a cohortsync process can be configured with; field ``x`` is ``COHORTSYNC_X``."""
+    """Everything a cohortsync process can be configured with; field ``x`` is ``COHORTSYNC_X``.
 
-    database_url: str = "postgresql://127.0.0.1:5432/postgres"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    http_host: str = "0.0.0.0"
-    http_port: Port = 8080
-    # /metrics and /dashboard on their own port (with the probes and /v1/status, which the
-    # dashboard reads), so the public listener serves only the APIs; 0 serves them on http_port.
-    ops_port: Port = 0
-    # A request (headers and body) must arrive whole this long after its first byte, else its
-    # connection is closed: a body that never ends must not hold a connection for good.
-    request_read_timeout_s: PositiveFloat = 30.0
-    # An idle keep-alive connection is closed after this long; above the 60 s idle timeout of
-    # common load balancers, so they close first and never send on a connection we closed.
-    keepalive_timeout_s: PositiveFloat = 75.0
-    # Open connections per edge listener; one more is answered 503 and closed.
-    max_connections: Positive = 1000
-    # Applied membership changes per minute, summed over all worker replicas. 0 lifts the limit.
-    rate_limit_per_minute: NonNegative = 1000
-    # How many changes may go at once beyond the steady rate (GCRA tolerance, in changes).
-    rate_burst: NonNegative = 10
-    # Talon.One reports one account; the Audience body carries it.
-    account_id: Positive = 1
-    # arq queue name; separate deployments sharing one Redis use different names.
-    queue_name: str = "cohortsync:queue"
-    # Concurrent jobs per worker replica.
-    worker_max_jobs: Positive = 200
-    # Each worker replica's own /healthz and /metrics (on http_host); 0 serves neither.
-    worker_metrics_port: Port = 9090
-    # A job (including its wait for a rate-limit slot) is re-run by another replica after this.
-    job_timeout_s: Positive = 300
-    # Dispatch tops arq's ready queue up to this many jobs, never more.
-    dispatch_watermark: Positive = 500
-    # Entries one dispatch call moves from the backlogs into arq.
-    dispatch_batch: Positive = 200
-    # Entries taken from one audience's backlog per round-robin turn.
-    dispatch_quantum: Positive = 10
-    # Past this many queued changes the edge answers 429 and enqueues nothing.
-    max_backlog: Positive = 50_000_000
-    # Group commit: flush when this many rows wait, or after this long.
-    group_commit_max_rows: Positive = 500
-    group_commit_delay_ms: PositiveFloat = 2.0
-    # How long the edge trusts what it learnt about an API key or an audience.
-    auth_cache_ttl_s: PositiveFloat = 10.0
-    audience_cache_ttl_s: PositiveFloat = 2.0
-    # Largest request body the edge reads.
-    max_body_bytes: Positive = 8 * 1024 * 1024
-    # Comma-separated hostnames the CDP endpoints answer for (their destination-hostname
-    # header, e.g. mycompany.europe-west1.talon.one); empty answers for any.
-    allowed_destination_hostnames: str = ""
-    # On SIGTERM a worker takes no new jobs and gives running ones this long to finish; the rest
-    # go back to the queue for another replica. Keep it below the orchestrator's kill timeout.
-    shutdown_grace_s: Annotated[float, Meta(ge=0)] = 10.0
-    log_level: str = "INFO"
+    Each field's description is the one text about it: ``--help`` and README.md's configuration
+    table are generated from it (``python -m schemas.settings --markdown``).
+    """
+
+    database_url: Annotated[
+        str, Meta(description="Postgres, the source of truth: API keys, audiences, memberships")
+    ] = "postgresql://127.0.0.1:5432/postgres"
+    redis_url: Annotated[
+        str, Meta(description="Redis: backlogs, arq's queue, limiter, counters")
+    ] = "redis://127.0.0.1:6379/0"
+    http_host: Annotated[
+        str,
+        Meta(
+            description="address the edge listens on, and each worker's `/healthz` and "
+            "`/metrics` (`COHORTSYNC_WORKER_METRICS_PORT`)"
+        ),
+    ] = "0.0.0.0"
+    http_port: Annotated[
+        Port,
+        Meta(
+            description="port the edge listens on: the APIs and probes "
+            "(`make run`: 0 picks a free one)"
+        ),
+    ] = 8080
+    ops_port: Annotated[
+        Port,
+        Meta(
+            description="the edge's operations port: `/metrics` and `/dashboard` move there "
+            "(with `/healthz`, `/readyz` and `/v1/status`, which the dashboard polls), off the "
+            "public port, which keeps the APIs and probes; 0 serves everything on "
+            "`COHORTSYNC_HTTP_PORT`; must differ from it"
+        ),
+    ] = 0
+    request_read_timeout_s: Annotated[
+        PositiveFloat,
+        Meta(
+            description="a request, headers and body, must arrive whole this long after its "
+            "first byte (a connection's first request: after the connection opened), else the "
+            "edge closes its connection: a body that never ends must not hold a connection "
+            "for good"
+        ),
+    ] = 30.0
+    keepalive_timeout_s: Annotated[
+        PositiveFloat,
+        Meta(
+            description="an idle keep-alive connection is closed after this long (above the "
+            "60 s idle timeout of common load balancers, so they close first and never send on "
+            "a connection the edge closed)"
+        ),
+    ] = 75.0
+    max_connections: Annotated[
+        Positive,
+        Meta(
+            description="open connections per edge listener; one more is answered 503 with "
+            "`Retry-After: 1` in the error shape of the surface asked, then closed (`/healthz` "
+            "and `/readyz` are answered, then closed). The edge raises its open-file limit to "
+            "what this needs (about two descriptors per connection) and stops at start-up, "
+            "naming this variable, when the hard limit is lower"
+        ),
+    ] = 1000
+    rate_limit_per_minute: Annotated[
+        NonNegative,
+        Meta(
+            description="changes applied per minute, summed over all workers; 0 lifts the "
+            "limit; `cohortsync-admin set-rate` overrides it at runtime. The edge assumes it "
+            "for ETAs and `Retry-After` until the workers publish the rate they enforce"
+        ),
+    ] = 1000
+    rate_burst: Annotated[
+        NonNegative,
+        Meta(
+            description="changes allowed at once beyond the steady rate (the limiter's tolerance)"
+        ),
+    ] = 10
+    account_id: Annotated[
+        Positive,
+        Meta(
+            description="the Talon.One account id audiences report (Talon.One reports one "
+            "account; the Audience body carries it)"
+        ),
+    ] = 1
+    queue_name: Annotated[
+        str,
+        Meta(description="arq queue name; deployments sharing one Redis need different names"),
+    ] = "cohortsync:queue"
+    worker_max_jobs: Annotated[Positive, Meta(description="concurrent jobs per worker replica")] = (
+        200
+    )
+    worker_metrics_port: Annotated[
+        Port,
+        Meta(
+            description="each worker's own `/healthz` and `/metrics` (on "
+            "`COHORTSYNC_HTTP_HOST`); 0 serves neither. `make run` gives its workers this port "
+            "and the next"
+        ),
+    ] = 9090
+    job_timeout_s: Annotated[
+        Positive,
+        Meta(
+            description="longest run of one job, its wait for a rate slot included (then it "
+            "goes back to the queue). A job whose replica died is not held this long: it runs "
+            "again within one 10 s lease"
+        ),
+    ] = 300
+    dispatch_watermark: Annotated[
+        Positive,
+        Meta(
+            description="most jobs kept ready on arq's queue: dispatch tops it up to this, "
+            "never more"
+        ),
+    ] = 500
+    dispatch_batch: Annotated[
+        Positive, Meta(description="backlog entries one dispatch call moves into arq")
+    ] = 200
+    dispatch_quantum: Annotated[
+        Positive, Meta(description="entries taken from one audience per round-robin turn")
+    ] = 10
+    max_backlog: Annotated[
+        Positive,
+        Meta(description="queued changes past which the edge answers 429 and enqueues nothing"),
+    ] = 50_000_000
+    group_commit_max_rows: Annotated[
+        Positive,
+        Meta(
+            description="the applier commits when this many rows wait, or sooner when the "
+            "oldest has waited `COHORTSYNC_GROUP_COMMIT_DELAY_MS`"
+        ),
+    ] = 500
+    group_commit_delay_ms: Annotated[
+        PositiveFloat,
+        Meta(
+            description="the applier commits when the oldest waiting row has waited this "
+            "long, or sooner when `COHORTSYNC_GROUP_COMMIT_MAX_ROWS` rows wait"
+        ),
+    ] = 2.0
+    auth_cache_ttl_s: Annotated[
+        PositiveFloat,
+        Meta(
+            description="how long the edge trusts what it learnt about an API key (a revoked "
+            "key is refused within this)"
+        ),
+    ] = 10.0
+    audience_cache_ttl_s: Annotated[
+        PositiveFloat,
+        Meta(description="how long the edge trusts what it learnt about an audience"),
+    ] = 2.0
+    max_body_bytes: Annotated[
+        Positive,
+        Meta(description="largest request body the edge reads; a larger one is answered 413"),
+    ] = 8 * 1024 * 1024
+    allowed_destination_hostnames: Annotated[
+        str,
+        Meta(
+            description="comma-separated `destination-hostname` values the `/cdp/` endpoints "
+            "answer for (e.g. `mycompany.europe-west1.talon.one`); others get 400. Empty "
+            "answers for any"
+        ),
+    ] = ""
+    shutdown_grace_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description="on SIGTERM a worker takes no new jobs and gives running ones this "
+            "long to finish; the rest go back to the queue for another replica. Keep it below "
+            "the orchestrator's kill timeout",
+        ),
+    ] = 10.0
+    log_level: Annotated[str, Meta(description="`DEBUG`, `INFO`, `WARNING` or `ERROR`")] = "INFO"
 
     def __post_init__(self) -> None:
         if self.ops_port and self.ops_port == self.http_port:
@@ -117,3 +237,73 @@ def _explain(message: str) -> str:
         field = path.rstrip("`").split(".")[0].split("[")[0]
         return f"{PREFIX}{field.upper()}: {text}"
     return message
+
+
+def variable(name: str) -> str:
+    """The environment variable of field ``name``: ``COHORTSYNC_<NAME>``."""
+    return f"{PREFIX}{name.upper()}"
+
+
+@functools.cache
+def descriptions(struct: type[msgspec.Struct] = Settings) -> dict[str, str]:
+    """Each field's description, in declaration order ("" for a field without one)."""
+    hints = typing.get_type_hints(struct, include_extras=True)
+    texts = {}
+    for field in msgspec.structs.fields(struct):
+        metas = getattr(hints[field.name], "__metadata__", ())
+        found = [m.description for m in metas if isinstance(m, Meta) and m.description]
+        texts[field.name] = found[-1] if found else ""
+    return texts
+
+
+def _default(name: str) -> str:
+    value = getattr(Settings(), name)
+    if value == "":
+        return "empty"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def help_epilog(names: Sequence[str], width: int = 80) -> str:
+    """The settings ``names`` for a process's ``--help``: variable, default, description."""
+    lines = ["configuration (environment variables, read once at start):"]
+    for name in names:
+        text = descriptions()[name].replace("`", "")
+        lines.append(f"  {variable(name)} (default: {_default(name)})")
+        indent = " " * 6
+        lines.append(
+            textwrap.fill(
+                text,
+                width,
+                initial_indent=indent,
+                subsequent_indent=indent,
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+        )
+    return "\n".join(lines)
+
+
+def markdown_table() -> str:
+    """README.md's configuration table: one row per field, in declaration order."""
+    rows = ["| variable | default | meaning |", "|----------|---------|---------|"]
+    for name, text in descriptions().items():
+        default = _default(name)
+        shown = default if default == "empty" else f"`{default}`"
+        rows.append(f"| `{variable(name)}` | {shown} | {text} |")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m schemas.settings",
+        description="Print the settings as documented on their fields.",
+    )
+    parser.add_argument(
+        "--markdown", action="store_true", help="README.md's configuration table (the default)"
+    )
+    parser.parse_args(argv)
+    print(markdown_table(), end="")
+
+
+if __name__ == "__main__":
+    main()

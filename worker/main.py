@@ -15,7 +15,7 @@ import asyncpg
 import redis.exceptions
 
 from schemas import logs as log_format
-from schemas.settings import PREFIX, Settings, SettingsError
+from schemas.settings import Settings, SettingsError, help_epilog
 from worker import logs, probe
 from worker.app import ChangeWorker, create_worker, replica_name, stop_worker
 from worker.errors import describe
@@ -28,41 +28,35 @@ UNREACHABLE = (OSError, redis.exceptions.RedisError, asyncpg.PostgresError, asyn
 # Longest pause between two tries to start while Redis or Postgres is unreachable.
 MAX_START_BACKOFF_S = 30.0
 
-# The settings this process reads, for --help.
-USED_SETTINGS = {
-    "database_url": "Postgres the changes are applied to",
-    "redis_url": "Redis holding backlogs, arq's queue and the limiter",
-    "rate_limit_per_minute": "changes applied per minute over all replicas; 0 lifts the limit "
-    "(cohortsync-admin set-rate overrides it at runtime)",
-    "rate_burst": "changes allowed beyond the steady rate",
-    "queue_name": "arq queue name",
-    "worker_max_jobs": "concurrent jobs in this replica",
-    "job_timeout_s": "longest run of one job, its wait for a rate slot included (a job whose "
-    "replica died is re-run within seconds, by its lease, not after this)",
-    "dispatch_watermark": "most ready jobs on arq's queue",
-    "dispatch_batch": "jobs one dispatch call creates",
-    "dispatch_quantum": "entries per audience per round-robin turn",
-    "group_commit_max_rows": "rows per group commit",
-    "group_commit_delay_ms": "longest wait before a group commit",
-    "worker_metrics_port": "this replica's /healthz and /metrics; 0 serves neither",
-    "http_host": "address that port listens on",
-    "log_level": "DEBUG, INFO, WARNING or ERROR",
-}
+# The settings this process reads, listed by --help with their descriptions.
+USED_SETTINGS = (
+    "database_url",
+    "redis_url",
+    "rate_limit_per_minute",
+    "rate_burst",
+    "queue_name",
+    "worker_max_jobs",
+    "job_timeout_s",
+    "shutdown_grace_s",
+    "dispatch_watermark",
+    "dispatch_batch",
+    "dispatch_quantum",
+    "group_commit_max_rows",
+    "group_commit_delay_ms",
+    "worker_metrics_port",
+    "http_host",
+    "log_level",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
-    defaults = Settings()
-    lines = [
-        f"  {PREFIX}{name.upper()}  {text} (default: {getattr(defaults, name)})"
-        for name, text in USED_SETTINGS.items()
-    ]
     parser = argparse.ArgumentParser(
         prog="cohortsync-worker",
         description="Run one cohortsync worker replica: move queued membership changes into "
         "arq's queue fairly across audiences and apply them to Postgres at the shared rate "
         "limit. Stops cleanly on SIGTERM or SIGINT; unfinished jobs are re-run by another "
         "replica.",
-        epilog="configuration (environment variables):\n" + "\n".join(lines),
+        epilog=help_epilog(USED_SETTINGS),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
