@@ -31,7 +31,7 @@ async def test_running_jobs_get_the_grace_period(
     run = asyncio.create_task(worker.async_run())
 
     async def busy() -> bool:
-        return len(worker.job_tasks) >= 50 and await _members(db, audience) >= 1
+        return worker.functions_running >= 50 and await _members(db, audience) >= 1
 
     await wait_until(busy, "jobs running")
     before = await _members(db, audience)

@@ -25,7 +25,7 @@ QUEUE = "resilience-test:queue"
 class HoldingWorker(ChangeWorker):
     """Starts the jobs it claims and holds them, so the test sees exactly what was claimed."""
 
-    async def run_job(self, job_id: str, score: int) -> None:
+    async def run_claimed(self, job_id: str, score: int) -> None:
         await asyncio.sleep(3600)
 
 
@@ -50,13 +50,14 @@ async def test_claims_fill_the_room_and_never_more(
     )
     try:
         await worker._claim_and_start()
-        assert sorted(worker.tasks) == ["free0", "free1", "free2", "free3"]
+        assert sorted(worker.unfinished()) == ["free0", "free1", "free2", "free3"]
         assert await redis.zcard(QUEUE) == 6
         assert await redis.zcard(keys.LEASES) == 1004
     finally:
-        for task in worker.tasks.values():
+        runners = list(worker.unfinished().values())
+        for task in runners:
             task.cancel()
-        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+        await asyncio.gather(*runners, return_exceptions=True)
         await pool.aclose()
 
 
@@ -81,7 +82,7 @@ async def test_a_redis_out_of_memory_is_waited_out(
                 await wait_until(unhealthy, "the worker to report Redis")
                 await asyncio.sleep(2)
                 assert "OutOfMemoryError" in problem()
-                assert worker.main_task is None or not worker.main_task.done()
+                assert not worker.loop_ended
                 await client.config_set("maxmemory", 0)
 
                 async def healthy() -> bool:

@@ -7,23 +7,22 @@ import contextlib
 import logging
 import os
 import secrets
-import signal
 import socket
 import time
-import warnings
 from typing import Any, cast
 
 import msgspec
 import redis.exceptions
 from arq.connections import RedisSettings
 from arq.typing import WorkerCoroutine
-from arq.worker import Worker, func
+from arq.worker import func
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from schemas import jobs, keys
 from schemas.jobs import DeadLetter
 from schemas.settings import Settings
+from worker.arq_internals import ArqWorker
 from worker.changes import apply_change
 from worker.errors import describe, raise_if_cancelled
 from worker.leases import RENEW_EVERY_S, Finished, Leases
@@ -78,7 +77,7 @@ def replica_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{_REPLICA_TOKEN}"
 
 
-class ChangeWorker(Worker):
+class ChangeWorker(ArqWorker):
     """arq's worker, holding the jobs it runs by leases (``worker.leases``) and riding out Redis
     outages.
 
@@ -131,17 +130,15 @@ class ChangeWorker(Worker):
             return f"Postgres unreachable: {state.applier.problem}"
         return None
 
-    async def _poll_iteration(self) -> None:
+    async def poll(self) -> None:
         if self.stopping:
             raise asyncio.CancelledError
         try:
-            if self.allow_pick_jobs and self.job_counter < self.max_jobs:
+            if self.picking and self.room > 0:
                 await self._claim_and_start()
-            for job_id, task in list(self.tasks.items()):
-                if task.done():
-                    del self.tasks[job_id]
-                    task.result()  # a bug in run_job must not pass silently
-            await self.heart_beat()
+            self.reap_runners()
+            await self.beat()
+            await self._register()
         except REDIS_UNREACHABLE as e:
             raise_if_cancelled(e)
             self._redis_failed(e)
@@ -155,22 +152,17 @@ class ChangeWorker(Worker):
             self._renewing = asyncio.create_task(self._renew_leases(), name="cohortsync-leases")
 
     async def _claim_and_start(self) -> None:
-        room = self.max_jobs - self.job_counter
-        claimed = await self.leases.claim(room)
+        claimed = await self.leases.claim(self.room)
         for job in claimed:
-            await self.sem.acquire()  # never waits: at most ``room`` ids were claimed
-            self.job_counter += 1
             self._scores[job.job_id] = job.score
-            task = self.loop.create_task(self.run_job(job.job_id, job.score))
-            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
-            self.tasks[job.job_id] = task
+            await self.start_job(job.job_id, job.score)  # never waits: at most room were claimed
         if not claimed:
             await asyncio.sleep(IDLE_POLL_DELAY_S - POLL_DELAY_S)
 
     async def _renew_leases(self) -> None:
         while not self.stopping:
             await asyncio.sleep(RENEW_EVERY_S)
-            running = [job_id for job_id, task in self.tasks.items() if not task.done()]
+            running = list(self.unfinished())
             try:
                 await self.leases.renew(running)
             except REDIS_UNREACHABLE as e:
@@ -179,9 +171,9 @@ class ChangeWorker(Worker):
                 # another replica may run the job too, which versions make harmless.
                 self._redis_failed(e)
 
-    async def run_job(self, job_id: str, score: int) -> None:
+    async def run_claimed(self, job_id: str, score: int) -> None:
         try:
-            await super().run_job(job_id, score)
+            await super().run_claimed(job_id, score)
         except REDIS_UNREACHABLE as e:
             raise_if_cancelled(e)
             # The job stays queued; its lease lapses and any replica runs it again.
@@ -190,27 +182,18 @@ class ChangeWorker(Worker):
             self._outcomes().pop(job_id, None)
             self._scores.pop(job_id, None)
 
-    async def finish_job(
-        self,
-        job_id: str,
-        finish: bool,
-        result_data: bytes | None,
-        result_timeout_s: float | None,
-        keep_result_forever: bool,
-        incr_score: int | None,
-        keep_in_progress: float | None,
-    ) -> None:
+    async def job_ended(self, job_id: str, *, finished: bool, incr_score_ms: int | None) -> None:
         outcome = self._outcomes().pop(job_id, None)
-        if finish and outcome is not None:
+        if finished and outcome is not None:
             await self.leases.finish(job_id, *outcome)
         else:
             # Retried, cancelled, or (arq's own job timeout) failed without an outcome: the
             # change goes back to the queue, never lost.
             await self.leases.retry(
-                job_id, incr_score or (0 if not finish else UNFINISHED_DEFER_MS)
+                job_id, incr_score_ms or (0 if not finished else UNFINISHED_DEFER_MS)
             )
 
-    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+    async def job_unrunnable(self, job_id: str) -> None:
         """arq gives up on a job it cannot run (its payload unreadable, its function unknown to
         this version, or its key gone because another run finished it): kept as a dead letter
         and counted, unless another run had finished it."""
@@ -218,11 +201,10 @@ class ChangeWorker(Worker):
         letter = DeadLetter(job_id, [], "arq could not run the job", int(time.time() * 1000))
         await self.leases.finish(job_id, audience_id, "dead", _encode_letter(letter))
 
-    async def record_health(self) -> None:
-        """arq's health key, this replica's entry in the registry that readers count live
-        replicas from (``keys.WORKERS``), kept until two refreshes were missed, and the rate it
-        enforces by default, which status reports when no override is set."""
-        await super().record_health()
+    async def _register(self) -> None:
+        """This replica's entry in the registry that readers count live replicas from
+        (``keys.WORKERS``), kept until two refreshes were missed, and the rate it enforces by
+        default, which status reports when no override is set."""
         now_s = time.time()
         if now_s - self._registered_at_s >= HEALTH_CHECK_INTERVAL_S:
             self._registered_at_s = now_s
@@ -234,26 +216,17 @@ class ChangeWorker(Worker):
                 await pipe.execute()
 
     async def close(self) -> None:
-        if not self._handle_signals:
-            self.handle_sig(signal.SIGUSR1)  # as arq's own close: cancel what still runs
         if self._renewing is not None:
             self._renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewing
-        if not self._pool:
-            return
-        await asyncio.gather(*self.tasks.values())
+        await super().close()
+
+    async def forget_health(self) -> None:
         try:
-            await self.pool.delete(self.health_check_key)
+            await super().forget_health()
         except REDIS_UNREACHABLE as e:
             logger.warning("could not remove this replica's health key: %s", describe(e))
-        if self.on_shutdown:
-            await self.on_shutdown(self.ctx)
-        with warnings.catch_warnings():
-            # arq 0.28 closes its pool with redis-py's deprecated close().
-            warnings.filterwarnings("ignore", "Call to deprecated close", DeprecationWarning)
-            await self.pool.close(close_connection_pool=True)
-        self._pool = None
 
     def _outcomes(self) -> dict[str, Finished]:
         state = self.ctx.get(STATE_KEY)
@@ -314,7 +287,9 @@ def create_worker(settings: Settings, **overrides: Any) -> ChangeWorker:
     return ChangeWorker(**options)
 
 
-async def stop_worker(worker: Worker, run: asyncio.Task[None], *, grace_s: float = 0.0) -> None:
+async def stop_worker(
+    worker: ChangeWorker, run: asyncio.Task[None], *, grace_s: float = 0.0
+) -> None:
     """Stop a worker started as the task ``run``: take no new jobs, give the running ones up to
     ``grace_s`` to finish, cancel the rest (they stay on the queue and any replica re-runs them),
     then close its connections (the applier commits what it holds first).
@@ -322,16 +297,14 @@ async def stop_worker(worker: Worker, run: asyncio.Task[None], *, grace_s: float
     arq's own signal handler cancels whole job runners instead, and a runner cancelled before
     its job started escapes arq's ``close()`` and leaves the rest of the shutdown undone.
     """
-    worker.allow_pick_jobs = False
-    running = [t for t in worker.tasks.values() if not t.done()]
+    worker.stop_picking()
+    running = list(worker.unfinished().values())
     if running and grace_s > 0:
         await asyncio.wait(running, timeout=grace_s)
-    while running := [t for t in worker.tasks.values() if not t.done()]:
-        for job in list(worker.job_tasks.values()):
-            job.cancel()
+    while running := list(worker.unfinished().values()):
+        worker.cancel_jobs()
         await asyncio.wait(running, timeout=0.05)
-    if isinstance(worker, ChangeWorker):
-        worker.stopping = True  # only now: leases were renewed while the jobs had their grace
+    worker.stopping = True  # only now: leases were renewed while the jobs had their grace
     run.cancel()
     _, still_running = await asyncio.wait([run], timeout=STOP_TIMEOUT_S)
     if still_running:
