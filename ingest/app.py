@@ -1,4 +1,5 @@
-"""The edge's aiohttp application: middlewares, routes, and the pools it opens and closes."""
+"""The edge's aiohttp application: what every request passes through, the surfaces it serves, and
+the pools it opens and closes."""
 
 from __future__ import annotations
 
@@ -8,27 +9,10 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from ingest import (
-    amplitude,
-    audiences,
-    auth,
-    cdp,
-    connections,
-    dashboard,
-    docs,
-    health,
-    logs,
-    memberships,
-    metrics,
-    openapi,
-    profiles,
-    readapi,
-    redisclient,
-    status,
-)
-from ingest.auth import auth_middleware
-from ingest.errors import ERROR_RENDERERS, ErrorRenderer, error_middleware
+from ingest import connections, logs, metrics, redisclient
+from ingest.errors import error_middleware
 from ingest.state import API_KEYS, DB, LIVE_AUDIENCES, REDIS, SCRIPTS, SETTINGS, Scripts, TtlCache
+from ingest.surfaces import amplitude, cdp, integration, ops, read
 from schemas.settings import Settings
 
 # Edge requests are short; a few connections per process serve hundreds of requests a second.
@@ -52,30 +36,29 @@ async def _pools(app: web.Application) -> AsyncIterator[None]:
         await pool.close()
 
 
-# What the public listener serves: the APIs, their description and the probes.
-PUBLIC_ROUTES = (
-    health, auth, audiences, memberships, readapi, profiles, cdp, amplitude, status, openapi, docs
-)  # fmt: skip
-# What the operations port serves (COHORTSYNC_OPS_PORT): the probes too, and /v1/status, which
-# the dashboard polls from its own origin.
-OPS_ROUTES = (health, status, metrics, dashboard)
-
-
 def create_app(settings: Settings) -> web.Application:
-    """The edge: Integration API audience endpoints, read API, status and probes — and metrics
-    and the dashboard unless they have their own port (``create_ops_app``) — behind auth and
-    the error middleware. Pools open on startup and close on cleanup."""
-    app = _application(settings, metrics.EdgeMetrics(), "public")
+    """The edge: the Integration API, the CDP API, the Amplitude webhook and the read API, each a
+    sub-application with its own key scopes and error shape, beside the probes and the API's
+    description — and metrics and the dashboard unless they have their own port
+    (``create_ops_app``). Pools open on startup and close on cleanup."""
+    app = _root(settings, metrics.EdgeMetrics(), "public")
     app.cleanup_ctx.append(_pools)
-    for module in PUBLIC_ROUTES if settings.ops_port else (*PUBLIC_ROUTES, metrics, dashboard):
-        app.router.add_routes(module.routes)
+    app.router.add_routes(ops.probes)
+    app.router.add_routes(ops.descriptions)
+    if not settings.ops_port:
+        app.router.add_routes(ops.monitoring)
+    app.add_subapp("/v2/authping", integration.create_ping_app())
+    app.add_subapp("/v2", integration.create_app())
+    app.add_subapp("/cdp", cdp.create_app())
+    app.add_subapp("/amplitude", amplitude.create_app())
+    app.add_subapp("/v1", read.create_app())
     return app
 
 
 def create_ops_app(settings: Settings, public: web.Application) -> web.Application:
-    """The operations port's application: probes, metrics, the dashboard and status, on the
-    pools and metrics of ``public``, which must be started first."""
-    app = _application(settings, public[metrics.METRICS], "ops")
+    """The operations port's application: probes, metrics, the dashboard and the ``/v1/status``
+    it polls, on the pools and metrics of ``public``, which must be started first."""
+    app = _root(settings, public[metrics.METRICS], "ops")
 
     async def borrow_pools(app: web.Application) -> AsyncIterator[None]:
         shared: tuple[web.AppKey[Any], ...] = (DB, REDIS, SCRIPTS)
@@ -84,22 +67,21 @@ def create_ops_app(settings: Settings, public: web.Application) -> web.Applicati
         yield
 
     app.cleanup_ctx.append(borrow_pools)
-    for module in OPS_ROUTES:
-        app.router.add_routes(module.routes)
+    app.router.add_routes(ops.probes)
+    app.router.add_routes(ops.monitoring)
+    app.add_subapp("/v1", read.create_app(status_only=True))
     return app
 
 
-def _application(
-    settings: Settings, edge_metrics: metrics.EdgeMetrics, listener: str
-) -> web.Application:
-    # Logging and metrics see the final status of every request; inside them the connection
-    # bounds, then the error middleware, so a refused key is answered in the contract's shape.
+def _root(settings: Settings, edge_metrics: metrics.EdgeMetrics, listener: str) -> web.Application:
+    # Every request, whichever surface it is for: logging and metrics see its final status;
+    # inside them the connection bounds, then the error middleware, which answers in the shape
+    # of the surface the request was routed to (errors.ERROR_RENDERER).
     app = web.Application(
         middlewares=[
             logs.request_log_middleware,
             connections.connection_middleware,
             error_middleware,
-            auth_middleware,
         ],
         client_max_size=settings.max_body_bytes,
     )
@@ -113,6 +95,4 @@ def _application(
     app.on_response_prepare.append(logs.echo_request_id)
     app[API_KEYS] = TtlCache()
     app[LIVE_AUDIENCES] = TtlCache()
-    renderers: list[tuple[str, ErrorRenderer]] = [(cdp.PREFIX, cdp.render_error)]
-    app[ERROR_RENDERERS] = renderers
     return app

@@ -16,8 +16,6 @@ from importlib import resources
 
 from aiohttp import web
 
-routes = web.RouteTableDef()
-
 PAGE = "dashboard.html"
 _INLINE = re.compile(r"<(script|style)>(.*?)</\1>", re.DOTALL)
 
@@ -63,8 +61,3 @@ def html_response(found: Page) -> web.Response:
             "Cache-Control": "no-cache",
         },
     )
-
-
-@routes.get("/dashboard")
-async def dashboard(request: web.Request) -> web.Response:
-    return html_response(page())

@@ -7,14 +7,9 @@ from functools import cache
 from html import escape
 from typing import Any
 
-from aiohttp import web
-
 from ingest import openapi
-from ingest.dashboard import Page, html_response
-from ingest.state import SETTINGS
+from ingest.dashboard import Page
 from schemas.settings import Settings
-
-routes = web.RouteTableDef()
 
 _REF_PREFIX = "#/components/schemas/"
 _CODE = re.compile(r"`([^`]+)`")
@@ -145,8 +140,3 @@ def render(document: dict[str, Any]) -> str:
 @cache
 def page(settings: Settings) -> Page:
     return Page(render(openapi.build(settings)))
-
-
-@routes.get("/docs")
-async def docs(request: web.Request) -> web.Response:
-    return html_response(page(request.app[SETTINGS]))

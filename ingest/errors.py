@@ -83,14 +83,15 @@ class TooManyRequests(ApiError):
         )
 
 
-# A renderer writes an ApiError in one surface's error format; see ERROR_RENDERERS.
+# A renderer writes an ApiError in one surface's error format.
 ErrorRenderer = Callable[[web.Request, ApiError], web.Response]
-# (path prefix, renderer) pairs a surface registers when its errors take another shape
-# (e.g. the CDP API's {StatusCode, Error, RequestUUID}); the Integration API's shape otherwise.
-ERROR_RENDERERS = web.AppKey("error_renderers", list[tuple[str, ErrorRenderer]])
+# Set on each surface's application where it is built; the error middleware answers in the
+# renderer of the innermost application the request was routed to.
+ERROR_RENDERER: web.AppKey[ErrorRenderer] = web.AppKey("error_renderer")
 
 
 def render_talon(request: web.Request, error: ApiError) -> web.Response:
+    """An error in the Integration API's shape, ``{message, errors, StatusCode}``."""
     body = ErrorBody(message=error.message, errors=error.errors, status_code=error.status)
     return web.Response(
         body=_encoder.encode(body),
@@ -101,8 +102,11 @@ def render_talon(request: web.Request, error: ApiError) -> web.Response:
 
 
 def render(request: web.Request, error: ApiError) -> web.Response:
-    for prefix, renderer in request.app.get(ERROR_RENDERERS, ()):
-        if request.path.startswith(prefix):
+    """``error`` in the shape of the surface that routed the request (an unknown path under a
+    surface's prefix included); the Integration API's shape outside every surface."""
+    for app in reversed(request.match_info.apps):
+        renderer = app.get(ERROR_RENDERER)
+        if renderer is not None:
             return renderer(request, error)
     return render_talon(request, error)
 

@@ -1,4 +1,4 @@
-"""Liveness and readiness probes."""
+"""What the readiness probe and ``cohortsync_dependency_up`` check: Redis, Postgres, migrations."""
 
 from __future__ import annotations
 
@@ -8,19 +8,11 @@ from typing import Any
 
 from aiohttp import web
 
-from ingest.bodies import json_response
 from ingest.migrate import pending
 from ingest.state import DB, REDIS
 
-routes = web.RouteTableDef()
-
 # A probe that hangs is as bad as one that fails; answer within a kubelet's default timeout.
 CHECK_TIMEOUT_S = 0.9
-
-
-@routes.get("/healthz")
-async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
 
 
 async def _check_redis(app: web.Application) -> str | None:
@@ -53,14 +45,3 @@ async def check_dependencies(app: web.Application) -> dict[str, str]:
         _run(_check_redis(app)), _run(_check_postgres(app))
     )
     return {"redis": redis_state, "postgres": postgres_state}
-
-
-@routes.get("/readyz")
-async def readyz(request: web.Request) -> web.Response:
-    """200 when Redis and Postgres answer and every migration is applied; 503 naming what is not."""
-    checks = await check_dependencies(request.app)
-    ready = all(state == "ok" for state in checks.values())
-    return json_response(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
-        status=200 if ready else 503,
-    )

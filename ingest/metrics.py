@@ -18,11 +18,9 @@ from core.metrics import QueueCollector, exposition
 from ingest import status
 from ingest.connections import Connections
 from ingest.health import check_dependencies
-from ingest.state import SCRIPTS, SETTINGS
+from ingest.state import SCRIPTS, SETTINGS, State
 
 log = logging.getLogger(__name__)
-
-routes = web.RouteTableDef()
 
 # Edge requests take milliseconds; a slow Postgres or a full event loop shows up in the tail.
 DURATION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -93,7 +91,7 @@ class ConnectionCollector(Collector):
 METRICS = web.AppKey("metrics", EdgeMetrics)
 
 
-def count_accepted(app: web.Application, changes: int) -> None:
+def count_accepted(app: State, changes: int) -> None:
     """Count ``changes`` accepted into Redis by this edge."""
     metrics = app.get(METRICS)
     if metrics is not None:
@@ -126,7 +124,6 @@ class DependencyCollector(Collector):
         yield up
 
 
-@routes.get("/metrics")
 async def serve_metrics(request: web.Request) -> web.Response:
     app = request.app
     sources: list[Collector] = [

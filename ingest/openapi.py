@@ -14,9 +14,7 @@ from functools import cache
 from typing import Any
 
 import msgspec
-from aiohttp import web
 
-from ingest.state import SETTINGS
 from schemas.amplitude import MAX_USERS, CohortSync, CohortSyncResult
 from schemas.cdp import (
     MAX_CHANGES,
@@ -43,8 +41,6 @@ from schemas.talon import (
     ProfileAudiences,
     UpdateAudience,
 )
-
-routes = web.RouteTableDef()
 
 PATH = "/openapi.json"
 SECURITY_SCHEME = "api_key_v1"
@@ -394,10 +390,3 @@ def build(settings: Settings) -> dict[str, Any]:
 @cache
 def encoded(settings: Settings) -> bytes:
     return msgspec.json.encode(build(settings))
-
-
-@routes.get(PATH)
-async def openapi(request: web.Request) -> web.Response:
-    """Describes, reveals no data: served without a key."""
-    body = encoded(request.app[SETTINGS])
-    return web.Response(body=body, content_type="application/json")

@@ -7,13 +7,8 @@ from collections.abc import Sequence
 
 import asyncpg
 import msgspec
-from aiohttp import web
 
-from ingest.bodies import json_response, path_text
-from ingest.state import DB
 from schemas.profiles import ProfileAttributes
-
-routes = web.RouteTableDef()
 
 # Sorted by profile id so that concurrent requests lock rows in the same order (no deadlocks).
 _MERGE_SQL = """INSERT INTO profile_attributes AS p (profile_id, attributes)
@@ -47,15 +42,14 @@ async def merge_attributes(
     await conn.execute(_MERGE_SQL, profile_ids, attributes_json)
 
 
-@routes.get("/v1/customer_profiles/{integrationId}/attributes")
-async def profile_attributes(request: web.Request) -> web.Response:
-    profile_id = path_text(request, "integrationId")
-    row = await request.app[DB].fetchrow(_READ_SQL, profile_id)
+async def read_attributes(
+    conn: asyncpg.Pool | asyncpg.Connection, profile_id: str
+) -> ProfileAttributes:
+    """A profile's own attributes laid over those of the audiences it is a member of."""
+    row = await conn.fetchrow(_READ_SQL, profile_id)
     assert row is not None
-    return json_response(
-        ProfileAttributes(
-            integration_id=profile_id,
-            attributes=msgspec.Raw(row["attributes"].encode()),
-            updated=row["updated_at"],
-        )
+    return ProfileAttributes(
+        integration_id=profile_id,
+        attributes=msgspec.Raw(row["attributes"].encode()),
+        updated=row["updated_at"],
     )

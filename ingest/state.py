@@ -8,7 +8,7 @@ from typing import Generic, Literal, TypeVar
 import asyncpg
 import msgspec
 import redis.asyncio as aioredis
-from aiohttp import web
+from aiohttp import ChainMapProxy, web
 from redis.commands.core import AsyncScript
 
 from schemas.lua import source
@@ -81,3 +81,7 @@ API_KEYS = web.AppKey("api_keys", TtlCache[bytes, ApiKey | None])
 LIVE_AUDIENCES = web.AppKey("live_audiences", TtlCache[int, bool])
 
 API_KEY = web.RequestKey("api_key", ApiKey)
+
+# Where services find the keys above: the root application that holds them, or, in a surface's
+# sub-application, the request's ``config_dict`` (which reaches the root's).
+State = web.Application | ChainMapProxy

@@ -1,4 +1,4 @@
-"""``GET /v1/status``: queue depth, per-audience progress and ETA, rate, live workers.
+"""The queue's status for ``GET /v1/status``: depth, per-audience progress and ETA, rate, workers.
 
 ``cohortsync-admin status`` and the edge's ``/metrics`` read the same snapshot
 (``queue_state.lua``), so every view of the queue agrees.
@@ -9,11 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
-from aiohttp import web
 from redis.commands.core import AsyncScript
 
-from ingest.bodies import json_response
-from ingest.state import DB, SCRIPTS, SETTINGS
 from schemas.settings import Settings
 from schemas.status import (
     QueueSnapshot,
@@ -23,8 +20,6 @@ from schemas.status import (
     snapshot_args,
     snapshot_keys,
 )
-
-routes = web.RouteTableDef()
 
 LIVE_AUDIENCES = "SELECT id, name FROM audiences WHERE deleted_at IS NULL ORDER BY id"
 
@@ -53,13 +48,3 @@ async def read_status(queue_state: AsyncScript, db: Fetcher, settings: Settings)
     names: dict[int, str] = {r["id"]: r["name"] for r in rows}
     snapshot = await read_snapshot(queue_state, settings, list(names))
     return build_status(snapshot, names, settings.rate_limit_per_minute)
-
-
-@routes.get("/v1/status")
-async def get_status(request: web.Request) -> web.Response:
-    app = request.app
-    found = await read_status(app[SCRIPTS].queue_state, app[DB], app[SETTINGS])
-    # Polled every few seconds by dashboards: never a cached answer.
-    response = json_response(found)
-    response.headers["Cache-Control"] = "no-store"
-    return response

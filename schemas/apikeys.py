@@ -22,3 +22,10 @@ def hash_key(key: str) -> bytes:
 
 def shown_part(key: str) -> str:
     return key[:SHOWN_CHARS]
+
+
+# What a key may call (api_keys.scope; NULL is "all"): every API surface, or the surfaces that
+# name its scope. A scope no surface names, e.g. one written into the database by hand, allows
+# nothing.
+ALL = "all"
+SCOPES = (ALL, "cdp", "integration", "read")

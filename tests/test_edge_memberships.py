@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from ingest.errors import TooManyRequests
-from ingest.memberships import UnknownAudiences, accept_changes
+from ingest.services.changes import UnknownAudiences, accept_changes
 from schemas import keys
 from schemas.settings import Settings
 from tests.edge_helpers import Client, backlog, redis_int, running_edge

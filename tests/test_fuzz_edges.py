@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from schemathesis import Response
 
 from ingest.bodies import has_nul
-from ingest.memberships import accept_call
+from ingest.services.changes import accept_call
 from schemas import keys, lua
 from schemas.settings import Settings
 from schemas.talon import BIGINT_MAX

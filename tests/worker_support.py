@@ -7,8 +7,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from ingest.audiences import clear_or_delete
-from ingest.memberships import accept_call
+from ingest.services.audiences import clear_or_delete
+from ingest.services.changes import accept_call
 from ingest.state import Scripts
 from schemas import keys
 

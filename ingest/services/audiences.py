@@ -1,4 +1,4 @@
-"""Integration API audience endpoints: create, rename, delete, clear, set attributes."""
+"""Managing audiences for every surface: create, rename, set attributes, clear and delete."""
 
 from __future__ import annotations
 
@@ -7,21 +7,12 @@ from typing import Any
 
 import asyncpg
 import msgspec
-from aiohttp import web
-from msgspec import UNSET, UnsetType
 
 from ingest import store
-from ingest.bodies import json_response, path_id, read_json
-from ingest.errors import BadRequest, Conflict, NotFound
-from ingest.state import DB, LIVE_AUDIENCES, SCRIPTS, SETTINGS, Scripts
+from ingest.errors import Conflict, NotFound
+from ingest.state import DB, LIVE_AUDIENCES, SCRIPTS, SETTINGS, Scripts, State
 from schemas import keys
-from schemas.talon import Audience, NewAudience, UpdateAudience
-
-routes = web.RouteTableDef()
-
-_new_audience = msgspec.json.Decoder(NewAudience)
-_update_audience = msgspec.json.Decoder(UpdateAudience)
-_attributes = msgspec.json.Decoder(dict[str, Any])
+from schemas.talon import Audience, NewAudience
 
 
 def audience_from_row(row: asyncpg.Record) -> Audience:
@@ -50,17 +41,7 @@ def audience_not_found(audience_id: int) -> NotFound:
     )
 
 
-def _check_unique(ids: list[int] | UnsetType) -> None:
-    # The contract says uniqueItems; msgspec has no such constraint.
-    if ids is not UNSET and len(set(ids)) != len(ids):
-        raise BadRequest(
-            "Invalid request body",
-            "subscribedApplicationsIds must not repeat an id",
-            pointer="/subscribedApplicationsIds",
-        )
-
-
-async def create_audience(app: web.Application, new: NewAudience) -> Audience:
+async def create_audience(app: State, new: NewAudience) -> Audience:
     """Create an audience, synchronously in Postgres; ``Conflict`` (409) when a live audience
     already has this integration + integrationId."""
     try:
@@ -106,7 +87,7 @@ async def clear_or_delete(
     return version
 
 
-async def clear_audience(app: web.Application, audience_id: int, *, delete: bool) -> bool:
+async def clear_audience(app: State, audience_id: int, *, delete: bool) -> bool:
     """``clear_or_delete`` with this edge's pools; False when the audience is not live."""
     if await clear_or_delete(app[DB], app[SCRIPTS], audience_id, delete=delete) is None:
         return False
@@ -115,49 +96,40 @@ async def clear_audience(app: web.Application, audience_id: int, *, delete: bool
     return True
 
 
-@routes.post("/v2/audiences")
-async def create(request: web.Request) -> web.Response:
-    new = await read_json(request, _new_audience)
-    _check_unique(new.subscribed_applications_ids)
-    return json_response(await create_audience(request.app, new), status=201)
+async def update_audience(
+    app: State, audience_id: int, name: str, subscribed_applications_ids: list[int] | None = None
+) -> Audience | None:
+    """Rename a live audience (and replace its applications when given); None if there is none."""
+    row = await store.update_audience(app[DB], audience_id, name, subscribed_applications_ids)
+    return audience_from_row(row) if row is not None else None
 
 
-@routes.put("/v2/audiences/{audienceId}")
-async def update(request: web.Request) -> web.Response:
-    audience_id = path_id(request, "audienceId")
-    body = await read_json(request, _update_audience)
-    _check_unique(body.subscribed_applications_ids)
-    row = await store.update_audience(
-        request.app[DB], audience_id, body.name, store.given(body.subscribed_applications_ids)
-    )
-    if row is None:
-        raise audience_not_found(audience_id)
-    return json_response(audience_from_row(row))
-
-
-@routes.delete("/v2/audiences/{audienceId}")
-async def delete(request: web.Request) -> web.Response:
-    return await _clear(request, delete=True)
-
-
-@routes.delete("/v2/audiences/{audienceId}/memberships")
-async def delete_memberships(request: web.Request) -> web.Response:
-    return await _clear(request, delete=False)
-
-
-async def _clear(request: web.Request, *, delete: bool) -> web.Response:
-    audience_id = path_id(request, "audienceId")
-    if not await clear_audience(request.app, audience_id, delete=delete):
-        raise audience_not_found(audience_id)
-    return web.Response(status=204)
-
-
-@routes.put("/v2/audience_customers/{audienceId}/attributes")
-async def set_attributes(request: web.Request) -> web.Response:
-    """Stored on the audience and applied lazily: readers see them with the audience."""
-    audience_id = path_id(request, "audienceId")
-    attributes = await read_json(request, _attributes)
+async def set_attributes(app: State, audience_id: int, attributes: dict[str, Any]) -> bool:
+    """Merge attributes into a live audience's, applied lazily: readers see them with the
+    audience. False if there is none."""
     encoded = msgspec.json.encode(attributes).decode()
-    if not await store.merge_attributes(request.app[DB], audience_id, encoded):
-        raise audience_not_found(audience_id)
-    return web.Response(status=204)
+    return await store.merge_attributes(app[DB], audience_id, encoded)
+
+
+async def find_or_create(app: State, integration: str, integration_id: str, name: str) -> int:
+    """The id of the live audience a third party knows as ``integration_id``: created on first
+    sight, renamed when its name changed."""
+    pool = app[DB]
+    row = await store.live_audience_by_integration(pool, integration, integration_id)
+    if row is None:
+        new = NewAudience(
+            name=name,
+            integration=integration,
+            integration_id=integration_id,
+            created_in_3rd_party=True,
+        )
+        try:
+            return (await create_audience(app, new)).id
+        except Conflict:
+            # Another request of the same first sync (Amplitude sends 4 at once) created it.
+            row = await store.live_audience_by_integration(pool, integration, integration_id)
+            if row is None:
+                raise
+    if row["name"] != name:
+        await store.update_audience(pool, row["id"], name)
+    return int(row["id"])

@@ -6,20 +6,13 @@ import math
 import time
 from collections.abc import Iterable
 
-import msgspec
-from aiohttp import web
-
 from ingest import store
-from ingest.bodies import read_json
 from ingest.errors import NotFound, TooManyRequests
 from ingest.metrics import count_accepted
-from ingest.state import DB, LIVE_AUDIENCES, MISS, SCRIPTS, SETTINGS
+from ingest.state import DB, LIVE_AUDIENCES, MISS, SCRIPTS, SETTINGS, State
 from schemas import keys
-from schemas.talon import CustomerAudiences, ErrorItem, ErrorSource
+from schemas.talon import ErrorItem, ErrorSource
 
-routes = web.RouteTableDef()
-
-_decoder = msgspec.json.Decoder(CustomerAudiences)
 # Amplitude and most clients back off on their own; never ask for more than an hour.
 MAX_RETRY_AFTER_S = 3600
 # What accept.lua answers when its de-duplication key was already set.
@@ -37,11 +30,11 @@ class UnknownAudiences(NotFound):
         self.audience_ids = audience_ids
         super().__init__("Audience not found")
         self.errors = [
-            _not_found(i, ErrorSource(resource=f"/v2/audiences/{i}")) for i in audience_ids
+            not_found_item(i, ErrorSource(resource=f"/v2/audiences/{i}")) for i in audience_ids
         ]
 
 
-def _not_found(audience_id: int, source: ErrorSource) -> ErrorItem:
+def not_found_item(audience_id: int, source: ErrorSource) -> ErrorItem:
     return ErrorItem(
         title="Audience not found",
         details=f"Audience {audience_id} does not exist or was deleted",
@@ -49,7 +42,7 @@ def _not_found(audience_id: int, source: ErrorSource) -> ErrorItem:
     )
 
 
-async def missing_audiences(app: web.Application, audience_ids: Iterable[int]) -> list[int]:
+async def missing_audiences(app: State, audience_ids: Iterable[int]) -> list[int]:
     """Those of ``audience_ids`` that are not live audiences; one query for the uncached ones."""
     cache = app[LIVE_AUDIENCES]
     now = time.monotonic()
@@ -64,7 +57,7 @@ async def missing_audiences(app: web.Application, audience_ids: Iterable[int]) -
 
 
 async def accept_entries(
-    app: web.Application,
+    app: State,
     groups: dict[int, list[str]],
     *,
     once: tuple[str, int] | None = None,
@@ -119,7 +112,7 @@ def accept_call(
     return script_keys, args
 
 
-async def accept_changes(app: web.Application, changes: Iterable[tuple[int, str, str]]) -> int:
+async def accept_changes(app: State, changes: Iterable[tuple[int, str, str]]) -> int:
     """Accept ``(audience id, "add" | "delete", profile id)`` changes; see ``accept_entries``."""
     groups: dict[int, list[str]] = {}
     code = keys.ACTION_CODE
@@ -136,28 +129,3 @@ def _retry_after_s(excess: int, rate_per_minute: int) -> int:
     if rate_per_minute <= 0:
         return 1
     return max(1, min(MAX_RETRY_AFTER_S, math.ceil(excess * 60 / rate_per_minute)))
-
-
-@routes.post("/v2/customer_audiences")
-async def update_customer_audiences(request: web.Request) -> web.Response:
-    body = await read_json(request, _decoder)
-    # Per action only a dict lookup and one string build: no awaits, no Redis calls.
-    groups: dict[int, list[str]] = {}
-    code = keys.ACTION_CODE
-    for item in body.data:
-        entries = groups.get(item.audience_id)
-        if entries is None:
-            entries = groups[item.audience_id] = []
-        entries.append(code[item.action] + item.profile_integration_id)
-    try:
-        await accept_entries(request.app, groups)
-    except UnknownAudiences as e:
-        first: dict[int, int] = {}
-        for index, item in enumerate(body.data):
-            first.setdefault(item.audience_id, index)
-        e.errors = [
-            _not_found(i, ErrorSource(pointer=f"/data/{first[i]}/audienceId"))
-            for i in e.audience_ids
-        ]
-        raise
-    return web.Response(status=204)

@@ -1,4 +1,5 @@
-"""Amplitude's cohort webhook: each cohort is an audience, each batch adds or removes members."""
+"""Amplitude's cohort webhook (``/amplitude``): each cohort is an audience, each batch adds or
+removes members."""
 
 from __future__ import annotations
 
@@ -9,15 +10,13 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from ingest import profiles, store
-from ingest.audiences import create_audience
+from ingest import auth, profiles, store
 from ingest.bodies import json_response, read_json
-from ingest.errors import BadRequest, Conflict
-from ingest.memberships import AlreadyAccepted, accept_entries
-from ingest.state import DB, REDIS
+from ingest.errors import ERROR_RENDERER, BadRequest, render_talon
+from ingest.services import audiences, changes
+from ingest.state import DB, REDIS, State
 from schemas import keys
 from schemas.amplitude import CohortSync, CohortSyncResult, CohortUser
-from schemas.talon import NewAudience
 
 routes = web.RouteTableDef()
 
@@ -27,28 +26,13 @@ _decoder = msgspec.json.Decoder(CohortSync)
 _object = msgspec.json.Decoder(dict[str, Any])
 
 
-async def cohort_audience(app: web.Application, cohort_id: str, cohort_name: str) -> int:
-    """The id of the cohort's live audience: created on first sight, renamed when the cohort's
-    name changed."""
-    pool = app[DB]
-    row = await store.live_audience_by_integration(pool, INTEGRATION, cohort_id)
-    if row is None:
-        new = NewAudience(
-            name=cohort_name,
-            integration=INTEGRATION,
-            integration_id=cohort_id,
-            created_in_3rd_party=True,
-        )
-        try:
-            return (await create_audience(app, new)).id
-        except Conflict:
-            # Another batch of the same first sync (Amplitude sends 4 at once) created it.
-            row = await store.live_audience_by_integration(pool, INTEGRATION, cohort_id)
-            if row is None:
-                raise
-    if row["name"] != cohort_name:
-        await store.update_audience(pool, row["id"], cohort_name)
-    return int(row["id"])
+def create_app() -> web.Application:
+    """The webhook, for keys of scope ``cdp`` (or ``all``), answering errors in the Integration
+    API's shape."""
+    app = web.Application(middlewares=[auth.key_required("cdp")])
+    app[ERROR_RENDERER] = render_talon
+    app.router.add_routes(routes)
+    return app
 
 
 def _properties(users: list[CohortUser]) -> dict[str, str]:
@@ -76,7 +60,7 @@ def _properties(users: list[CohortUser]) -> dict[str, str]:
     return found
 
 
-async def _store_properties(app: web.Application, found: dict[str, str]) -> None:
+async def _store_properties(app: State, found: dict[str, str]) -> None:
     try:
         await profiles.merge_attributes(app[DB], list(found), list(found.values()))
     except asyncpg.DataError as e:
@@ -92,11 +76,11 @@ def _answer(audience_id: int | None, accepted: int, *, duplicate: bool) -> web.R
     )
 
 
-@routes.post("/amplitude/cohorts")
+@routes.post("/cohorts")
 async def cohort_sync(request: web.Request) -> web.Response:
     """200 (what Amplitude waits for) once the batch's changes are in Redis, or when its
     ``message_id`` was accepted before; nothing is enqueued on any other answer."""
-    app = request.app
+    app = request.config_dict
     body = await read_json(request, _decoder)
     seen = keys.seen_key(body.message_id)
     if await cast(Awaitable[int], app[REDIS].exists(seen)):
@@ -104,7 +88,7 @@ async def cohort_sync(request: web.Request) -> web.Response:
         row = await store.live_audience_by_integration(app[DB], INTEGRATION, body.cohort_id)
         return _answer(row["id"] if row else None, 0, duplicate=True)
     found = _properties(body.users)
-    audience_id = await cohort_audience(app, body.cohort_id, body.cohort_name)
+    audience_id = await audiences.find_or_create(app, INTEGRATION, body.cohort_id, body.cohort_name)
     # Before the changes are accepted: a failure here leaves nothing enqueued and nothing seen,
     # so Amplitude's retry redoes the whole batch; properties are idempotent.
     if found:
@@ -113,7 +97,7 @@ async def cohort_sync(request: web.Request) -> web.Response:
     entries = [code + profile_id for profile_id in dict.fromkeys(u.user_id for u in body.users)]
     groups = {audience_id: entries} if entries else {}
     try:
-        accepted = await accept_entries(app, groups, once=(seen, keys.SEEN_TTL_S))
-    except AlreadyAccepted:
+        accepted = await changes.accept_entries(app, groups, once=(seen, keys.SEEN_TTL_S))
+    except changes.AlreadyAccepted:
         return _answer(audience_id, 0, duplicate=True)
     return _answer(audience_id, accepted, duplicate=False)

@@ -1,4 +1,5 @@
-"""Talon.One Third-party API for customer data platforms: audiences known by the CDP's own ids."""
+"""The Talon.One Third-party API for customer data platforms (``/cdp``): audiences known by the
+CDP's own ids, profiles' audience changes, errors in the API's own shape."""
 
 from __future__ import annotations
 
@@ -12,11 +13,10 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from ingest import store
-from ingest.audiences import audience_from_row, clear_audience, create_audience
+from ingest import auth, store
 from ingest.bodies import JSON, json_response, path_text, read_json
-from ingest.errors import ApiError, BadRequest, Conflict, NotFound
-from ingest.memberships import UnknownAudiences, accept_changes
+from ingest.errors import ERROR_RENDERER, ApiError, BadRequest, Conflict, Handler, NotFound
+from ingest.services import audiences, changes
 from ingest.state import DB, SETTINGS
 from schemas.cdp import (
     MAX_CHANGES,
@@ -29,7 +29,6 @@ from schemas.talon import Audience, Id, IntegrationId, NewAudience
 
 routes = web.RouteTableDef()
 
-PREFIX = "/cdp/"
 DESTINATION_HOSTNAME = "destination-hostname"
 PLATFORM_NAME = "customer-data-platform-name"
 # The reference bounds the platform name nowhere; it becomes audiences' ``integration``.
@@ -44,6 +43,16 @@ _audience_request = msgspec.json.Decoder(CdpAudienceRequest)
 _by_talon_id = msgspec.json.Decoder(ProfilesAudiences[Id])
 _by_cdp_id = msgspec.json.Decoder(ProfilesAudiences[IntegrationId])
 _encoder = msgspec.json.Encoder()
+# The CDP's name, from its header, lowercased: the ``integration`` of the audiences it creates.
+PLATFORM = web.RequestKey("platform", str)
+
+
+def create_app() -> web.Application:
+    """The Third-party API, for keys of scope ``cdp`` (or ``all``), with its headers required."""
+    app = web.Application(middlewares=[auth.key_required("cdp"), require_headers])
+    app[ERROR_RENDERER] = render_error
+    app.router.add_routes(routes)
+    return app
 
 
 def render_error(request: web.Request, error: ApiError) -> web.Response:
@@ -85,16 +94,26 @@ def _hostname(value: str) -> str:
     return value.rstrip(".")
 
 
+@web.middleware
+async def require_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse a request without the contract's headers or for a deployment this edge does not
+    serve; ``request[PLATFORM]`` is the CDP's name. An unknown path or method is answered 404 or
+    405 whatever its headers say."""
+    if request.match_info.http_exception is None:
+        request[PLATFORM] = platform_of(request)
+    return await handler(request)
+
+
 def platform_of(request: web.Request) -> str:
-    """The CDP's name, lowercased: the ``integration`` of the audiences it creates. Refuses a
-    request without the contract's headers or for a deployment this edge does not serve."""
+    """The CDP's name from the request's headers, lowercased; ``BadRequest`` when the headers
+    are missing or name a deployment this edge does not serve."""
     destination = request.headers.get(DESTINATION_HOSTNAME, "").strip()
     if not destination:
         raise BadRequest("No Deployment URL specified")
     hostname = _hostname(destination)
     if len(hostname) > MAX_HOSTNAME_LENGTH or not _HOSTNAME.fullmatch(hostname):
         raise BadRequest(f"{DESTINATION_HOSTNAME} must be a hostname (or a URL of one)")
-    allowed = _allowed(request.app[SETTINGS].allowed_destination_hostnames)
+    allowed = _allowed(request.config_dict[SETTINGS].allowed_destination_hostnames)
     if allowed and hostname not in allowed:
         raise BadRequest(f"Deployment URL '{destination}' is not served here")
     platform = request.headers.get(PLATFORM_NAME, "").strip().lower()
@@ -123,33 +142,32 @@ def _response(audience: Audience) -> CdpAudience:
     )
 
 
-async def _find(request: web.Request, platform: str, integration_id: str) -> asyncpg.Record:
-    row = await store.live_audience_by_integration(request.app[DB], platform, integration_id)
+async def _find(request: web.Request, integration_id: str) -> asyncpg.Record:
+    db = request.config_dict[DB]
+    row = await store.live_audience_by_integration(db, request[PLATFORM], integration_id)
     if row is None:
         raise _not_found([integration_id])
     return row
 
 
-@routes.post("/cdp/audiences")
+@routes.post("/audiences")
 async def create(request: web.Request) -> web.Response:
-    platform = platform_of(request)
     body = await read_json(request, _audience_request)
     new = NewAudience(
         name=body.audience_name,
-        integration=platform,
+        integration=request[PLATFORM],
         integration_id=body.audience_id,
         created_in_3rd_party=True,
     )
     try:
-        audience = await create_audience(request.app, new)
+        audience = await audiences.create_audience(request.config_dict, new)
     except Conflict as e:
         raise Conflict(f"The audience with the ID '{body.audience_id}' already exists") from e
     return json_response(_response(audience), status=201)
 
 
-@routes.put("/cdp/audiences/{audienceId}")
+@routes.put("/audiences/{audienceId}")
 async def update(request: web.Request) -> web.Response:
-    platform = platform_of(request)
     integration_id = path_text(request, "audienceId")
     body = await read_json(request, _audience_request)
     if body.audience_id != integration_id:
@@ -157,19 +175,18 @@ async def update(request: web.Request) -> web.Response:
             f"audienceId '{body.audience_id}' in the body differs from '{integration_id}' "
             "in the path"
         )
-    found = await _find(request, platform, integration_id)
-    row = await store.update_audience(request.app[DB], found["id"], body.audience_name)
-    if row is None:
+    found = await _find(request, integration_id)
+    audience = await audiences.update_audience(request.config_dict, found["id"], body.audience_name)
+    if audience is None:
         raise _not_found([integration_id])
-    return json_response(_response(audience_from_row(row)))
+    return json_response(_response(audience))
 
 
-@routes.delete("/cdp/audiences/{audienceId}")
+@routes.delete("/audiences/{audienceId}")
 async def delete(request: web.Request) -> web.Response:
-    platform = platform_of(request)
     integration_id = path_text(request, "audienceId")
-    found = await _find(request, platform, integration_id)
-    if not await clear_audience(request.app, found["id"], delete=True):
+    found = await _find(request, integration_id)
+    if not await audiences.clear_audience(request.config_dict, found["id"], delete=True):
         raise _not_found([integration_id])
     return web.Response(status=204)
 
@@ -199,33 +216,30 @@ def _changes(
             yield resolve(ref), "delete", item.customer_profile_id
 
 
-async def _accept(request: web.Request, changes: Iterator[tuple[int, str, str]]) -> web.Response:
+async def _accept(request: web.Request, accepted: Iterator[tuple[int, str, str]]) -> web.Response:
     try:
-        await accept_changes(request.app, changes)
-    except UnknownAudiences as e:
+        await changes.accept_changes(request.config_dict, accepted)
+    except changes.UnknownAudiences as e:
         raise _not_found(e.audience_ids) from e
     return web.Response(status=204)
 
 
-@routes.put("/cdp/customer_profiles/audiences")
+@routes.put("/customer_profiles/audiences")
 async def update_profiles(request: web.Request) -> web.Response:
     """Audiences named by Talon.One's numeric ids."""
-    platform_of(request)
     body = await read_json(request, _by_talon_id)
     _check(body)
     return await _accept(request, _changes(body, int))
 
 
-@routes.put("/cdp/v2/customer_profiles/audiences")
+@routes.put("/v2/customer_profiles/audiences")
 async def update_profiles_by_cdp_id(request: web.Request) -> web.Response:
     """Audiences named by the CDP's own ids, as it created them."""
-    platform = platform_of(request)
     body = await read_json(request, _by_cdp_id)
     _check(body)
     named = list(dict.fromkeys(r for item in body.data for r in (*item.adds, *item.deletes)))
-    ids = (
-        await store.live_audiences_by_integration(request.app[DB], platform, named) if named else {}
-    )
+    db = request.config_dict[DB]
+    ids = await store.live_audiences_by_integration(db, request[PLATFORM], named) if named else {}
     missing = [r for r in named if r not in ids]
     if missing:
         raise _not_found(missing)

@@ -1,14 +1,16 @@
-"""Read API for the rule engine and operators: audiences, their members, a profile's audiences."""
+"""The read API (``/v1``) for the rule engine and operators: audiences, their members, a profile's
+audiences and attributes, and the queue's status."""
 
 from __future__ import annotations
 
 import msgspec
 from aiohttp import web
 
-from ingest import store
-from ingest.audiences import audience_from_row, audience_not_found
+from ingest import auth, profiles, status, store
 from ingest.bodies import json_response, path_id, path_text, query_int
-from ingest.state import DB
+from ingest.errors import ERROR_RENDERER, render_talon
+from ingest.services.audiences import audience_from_row, audience_not_found
+from ingest.state import DB, SCRIPTS, SETTINGS
 from schemas.talon import (
     BIGINT_MAX,
     AudiencePage,
@@ -20,9 +22,22 @@ from schemas.talon import (
 )
 
 routes = web.RouteTableDef()
+# The operations port serves the status too: the dashboard polls it from its own origin.
+status_routes = web.RouteTableDef()
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+
+
+def create_app(*, status_only: bool = False) -> web.Application:
+    """The read API, for keys of scope ``read`` (or ``all``); on the operations port only
+    ``/v1/status`` (``status_only``)."""
+    app = web.Application(middlewares=[auth.key_required("read")])
+    app[ERROR_RENDERER] = render_talon
+    if not status_only:
+        app.router.add_routes(routes)
+    app.router.add_routes(status_routes)
+    return app
 
 
 def _paging(request: web.Request) -> tuple[int, int]:
@@ -31,10 +46,10 @@ def _paging(request: web.Request) -> tuple[int, int]:
     return page_size, skip
 
 
-@routes.get("/v1/audiences")
+@routes.get("/audiences")
 async def list_audiences(request: web.Request) -> web.Response:
     page_size, skip = _paging(request)
-    total, rows = await store.audience_page(request.app[DB], page_size, skip)
+    total, rows = await store.audience_page(request.config_dict[DB], page_size, skip)
     data = [
         AudienceWithCount(
             **msgspec.structs.asdict(audience_from_row(row)),
@@ -47,11 +62,11 @@ async def list_audiences(request: web.Request) -> web.Response:
     return json_response(page)
 
 
-@routes.get("/v1/audiences/{audienceId}/memberships")
+@routes.get("/audiences/{audienceId}/memberships")
 async def list_members(request: web.Request) -> web.Response:
     audience_id = path_id(request, "audienceId")
     page_size, skip = _paging(request)
-    found = await store.member_page(request.app[DB], audience_id, page_size, skip)
+    found = await store.member_page(request.config_dict[DB], audience_id, page_size, skip)
     if found is None:
         raise audience_not_found(audience_id)
     total, rows = found
@@ -60,8 +75,24 @@ async def list_members(request: web.Request) -> web.Response:
     return json_response(page)
 
 
-@routes.get("/v1/customer_profiles/{integrationId}/audiences")
+@routes.get("/customer_profiles/{integrationId}/audiences")
 async def profile_audiences(request: web.Request) -> web.Response:
     profile_id = path_text(request, "integrationId")
-    rows = await store.profile_audiences(request.app[DB], profile_id)
+    rows = await store.profile_audiences(request.config_dict[DB], profile_id)
     return json_response(ProfileAudiences([AudienceRef(r["id"], r["name"]) for r in rows]))
+
+
+@routes.get("/customer_profiles/{integrationId}/attributes")
+async def profile_attributes(request: web.Request) -> web.Response:
+    profile_id = path_text(request, "integrationId")
+    return json_response(await profiles.read_attributes(request.config_dict[DB], profile_id))
+
+
+@status_routes.get("/status")
+async def get_status(request: web.Request) -> web.Response:
+    config = request.config_dict
+    found = await status.read_status(config[SCRIPTS].queue_state, config[DB], config[SETTINGS])
+    # Polled every few seconds by dashboards: never a cached answer.
+    response = json_response(found)
+    response.headers["Cache-Control"] = "no-store"
+    return response

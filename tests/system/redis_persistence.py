@@ -24,7 +24,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ingest.memberships import accept_call
+from ingest.services.changes import accept_call
 from ingest.state import Scripts
 from schemas import keys
 from tests.system.servers import Fsync, OwnRedis

@@ -1,0 +1,1 @@
+"""What the edge's routes call: accepting membership changes and managing audiences."""

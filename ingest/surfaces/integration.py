@@ -1,0 +1,123 @@
+"""The Talon.One Integration API (``/v2``): audiences, their members and attributes, and the ping a
+CDP calls to show "Connected"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from aiohttp import web
+from msgspec import UNSET, UnsetType
+
+from ingest import auth
+from ingest.bodies import json_response, path_id, read_json
+from ingest.errors import ERROR_RENDERER, BadRequest, render_talon
+from ingest.services import audiences, changes
+from ingest.store import given
+from schemas.talon import CustomerAudiences, ErrorSource, NewAudience, UpdateAudience
+
+routes = web.RouteTableDef()
+
+_new_audience = msgspec.json.Decoder(NewAudience)
+_update_audience = msgspec.json.Decoder(UpdateAudience)
+_attributes = msgspec.json.Decoder(dict[str, Any])
+_customer_audiences = msgspec.json.Decoder(CustomerAudiences)
+
+
+def create_app() -> web.Application:
+    """The Integration API, for keys of scope ``integration`` (or ``all``)."""
+    app = web.Application(middlewares=[auth.key_required("integration")])
+    app[ERROR_RENDERER] = render_talon
+    app.router.add_routes(routes)
+    return app
+
+
+def create_ping_app() -> web.Application:
+    """``GET /v2/authping`` apart from the rest of ``/v2``: a CDP's key may call it too."""
+    app = web.Application(middlewares=[auth.key_required("integration", "cdp")])
+    app[ERROR_RENDERER] = render_talon
+    # Mounted at the ping's own path: its one route is the sub-application's root.
+    app.router.add_get("", authping)
+    return app
+
+
+async def authping(request: web.Request) -> web.Response:
+    """Lets a CDP show "Connected": the middleware already checked the key."""
+    return web.Response(status=204)
+
+
+def _check_unique(ids: list[int] | UnsetType) -> None:
+    # The contract says uniqueItems; msgspec has no such constraint.
+    if ids is not UNSET and len(set(ids)) != len(ids):
+        raise BadRequest(
+            "Invalid request body",
+            "subscribedApplicationsIds must not repeat an id",
+            pointer="/subscribedApplicationsIds",
+        )
+
+
+@routes.post("/audiences")
+async def create(request: web.Request) -> web.Response:
+    new = await read_json(request, _new_audience)
+    _check_unique(new.subscribed_applications_ids)
+    return json_response(await audiences.create_audience(request.config_dict, new), status=201)
+
+
+@routes.put("/audiences/{audienceId}")
+async def update(request: web.Request) -> web.Response:
+    audience_id = path_id(request, "audienceId")
+    body = await read_json(request, _update_audience)
+    _check_unique(body.subscribed_applications_ids)
+    audience = await audiences.update_audience(
+        request.config_dict, audience_id, body.name, given(body.subscribed_applications_ids)
+    )
+    if audience is None:
+        raise audiences.audience_not_found(audience_id)
+    return json_response(audience)
+
+
+@routes.delete("/audiences/{audienceId}")
+async def delete(request: web.Request) -> web.Response:
+    return await _clear(request, delete=True)
+
+
+@routes.delete("/audiences/{audienceId}/memberships")
+async def delete_memberships(request: web.Request) -> web.Response:
+    return await _clear(request, delete=False)
+
+
+async def _clear(request: web.Request, *, delete: bool) -> web.Response:
+    audience_id = path_id(request, "audienceId")
+    if not await audiences.clear_audience(request.config_dict, audience_id, delete=delete):
+        raise audiences.audience_not_found(audience_id)
+    return web.Response(status=204)
+
+
+@routes.put("/audience_customers/{audienceId}/attributes")
+async def set_attributes(request: web.Request) -> web.Response:
+    audience_id = path_id(request, "audienceId")
+    attributes = await read_json(request, _attributes)
+    if not await audiences.set_attributes(request.config_dict, audience_id, attributes):
+        raise audiences.audience_not_found(audience_id)
+    return web.Response(status=204)
+
+
+@routes.post("/customer_audiences")
+async def update_customer_audiences(request: web.Request) -> web.Response:
+    body = await read_json(request, _customer_audiences)
+    try:
+        await changes.accept_changes(
+            request.config_dict,
+            ((i.audience_id, i.action, i.profile_integration_id) for i in body.data),
+        )
+    except changes.UnknownAudiences as e:
+        # Point at the first change that named each unknown audience.
+        first: dict[int, int] = {}
+        for index, item in enumerate(body.data):
+            first.setdefault(item.audience_id, index)
+        e.errors = [
+            changes.not_found_item(i, ErrorSource(pointer=f"/data/{first[i]}/audienceId"))
+            for i in e.audience_ids
+        ]
+        raise
+    return web.Response(status=204)
