@@ -1,0 +1,118 @@
+"""Each surface answers in its own way: its key scopes, its error shape and, for /cdp, its headers,
+for its routes and for unknown paths and methods under it alike."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import ClientResponse, web
+
+from ingest.app import create_app
+from schemas.settings import Settings
+from tests.edge_helpers import Client, auth, create_key, running_edge
+
+# Served without a key, on the root application.
+OPERATIONS = {"/healthz", "/readyz", "/openapi.json", "/docs", "/metrics", "/dashboard"}
+CDP_HEADERS = {"destination-hostname": "x.talon.one", "customer-data-platform-name": "Amplitude"}
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, db: asyncpg.Pool, redis: aioredis.Redis
+) -> AsyncIterator[Client]:
+    async with running_edge(settings) as client:
+        yield client
+
+
+async def assert_shape(resp: ClientResponse, status: int, *, cdp: bool) -> dict[str, Any]:
+    """The error body of the CDP API ({StatusCode, Error, RequestUUID}) or of the Integration API
+    ({message, errors, StatusCode})."""
+    assert resp.status == status, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    if cdp:
+        assert set(body) == {"StatusCode", "Error", "RequestUUID"}
+        assert uuid.UUID(body["RequestUUID"]).version == 4
+    else:
+        assert set(body) == {"StatusCode", "message", "errors"}
+    assert body["StatusCode"] == status
+    return body
+
+
+def served(app: web.Application) -> list[tuple[str, str]]:
+    """(method, path with its parameters filled in) of every route, sub-applications' included."""
+    found = []
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource else {}
+        template = info.get("path") or info.get("formatter")
+        if route.method != "HEAD" and template:
+            found.append((route.method, re.sub(r"\{[^}]+\}", "1", template)))
+    return found
+
+
+async def test_every_api_route_needs_a_key_and_refuses_in_its_surfaces_shape(
+    settings: Settings, client: Client
+) -> None:
+    routes = served(create_app(settings))
+    assert {path for _, path in routes} >= OPERATIONS
+    for method, path in routes:
+        resp = await client.request(method, path, headers=CDP_HEADERS)
+        if path in OPERATIONS:
+            assert resp.status != 401, path
+            continue
+        body = await assert_shape(resp, 401, cdp=path.startswith("/cdp/"))
+        assert "Authorization" in str(body)
+
+
+# (surface, a path under it that no route serves, a served path and a method it does not take,
+# a scope it takes, a scope it refuses, whether its errors take the CDP API's shape)
+SURFACES = [
+    ("integration", "/v2/nothing", "/v2/audiences", "integration", "read", False),
+    ("cdp", "/cdp/nothing", "/cdp/audiences", "cdp", "integration", True),
+    ("amplitude", "/amplitude/nothing", "/amplitude/cohorts", "cdp", "read", False),
+    ("read", "/v1/nothing", "/v1/audiences", "read", "cdp", False),
+]
+
+
+@pytest.mark.parametrize(
+    ("unknown", "path", "scope", "refused", "cdp"),
+    [s[1:] for s in SURFACES],
+    ids=[s[0] for s in SURFACES],
+)
+async def test_unknown_paths_and_methods_are_answered_by_their_surface(
+    client: Client, db: asyncpg.Pool, unknown: str, path: str, scope: str, refused: str, cdp: bool
+) -> None:
+    _, key = await create_key(db, scope=scope)
+    _, other = await create_key(db, scope=refused)
+    # The key first, before the path is found unknown; no CDP headers, which only CDP routes need.
+    await assert_shape(await client.get(unknown), 401, cdp=cdp)
+    body = await assert_shape(await client.get(unknown, headers=auth(other)), 403, cdp=cdp)
+    assert f"A key with scope '{refused}' may call only" in str(body)
+    await assert_shape(await client.get(unknown, headers=auth(key)), 404, cdp=cdp)
+    resp = await client.patch(path, headers=auth(key))
+    await assert_shape(resp, 405, cdp=cdp)
+    assert resp.headers["Allow"]
+
+
+async def test_cdp_headers_are_checked_on_cdp_routes_after_the_key(
+    client: Client, db: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    _, key = await create_key(db)
+    body = {"data": []}
+    cdp_route = "/cdp/customer_profiles/audiences"
+    await assert_shape(await client.put(cdp_route, json=body), 401, cdp=True)
+    resp = await client.put(cdp_route, json=body, headers=auth(key))
+    answer = await assert_shape(resp, 400, cdp=True)
+    assert answer["Error"] == "No Deployment URL specified"
+    resp = await client.put(cdp_route, json=body, headers=auth(key) | CDP_HEADERS)
+    assert resp.status == 204
+    # Other surfaces never ask for them.
+    resp = await client.post("/v2/customer_audiences", json=body, headers=auth(key))
+    assert resp.status == 204
+    assert (await client.get("/v2/authping", headers=auth(key))).status == 204
+    assert await redis.dbsize() == 0
