@@ -103,7 +103,7 @@ async def test_cdp_headers_are_checked_on_cdp_routes_after_the_key(
     client: Client, db: asyncpg.Pool, redis: aioredis.Redis
 ) -> None:
     _, key = await create_key(db)
-    body = {"data": []}
+    body: dict[str, list[Any]] = {"data": []}
     cdp_route = "/cdp/customer_profiles/audiences"
     await assert_shape(await client.put(cdp_route, json=body), 401, cdp=True)
     resp = await client.put(cdp_route, json=body, headers=auth(key))
