@@ -36,6 +36,17 @@ async def create_key(
     return key_id, key
 
 
+def served_routes(app: web.Application) -> set[tuple[str, str]]:
+    """(method, path template) of every route ``app`` serves, its sub-applications' included."""
+    found = set()
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("path") or info.get("formatter")
+        if route.method != "HEAD" and path:
+            found.add((route.method.lower(), path))
+    return found
+
+
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"ApiKey-v1 {key}"}
 

@@ -10,11 +10,11 @@ from typing import Any
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from aiohttp import ClientResponse, web
+from aiohttp import ClientResponse
 
 from ingest.app import create_app
 from schemas.settings import Settings
-from tests.edge_helpers import Client, auth, create_key
+from tests.edge_helpers import Client, auth, create_key, served_routes
 
 # Served without a key, on the root application.
 OPERATIONS = {"/healthz", "/readyz", "/openapi.json", "/docs", "/metrics", "/dashboard"}
@@ -37,21 +37,10 @@ async def assert_shape(resp: ClientResponse, status: int, *, cdp: bool) -> dict[
     return body
 
 
-def served(app: web.Application) -> list[tuple[str, str]]:
-    """(method, path with its parameters filled in) of every route, sub-applications' included."""
-    found = []
-    for route in app.router.routes():
-        info = route.resource.get_info() if route.resource else {}
-        template = info.get("path") or info.get("formatter")
-        if route.method != "HEAD" and template:
-            found.append((route.method, re.sub(r"\{[^}]+\}", "1", template)))
-    return found
-
-
 async def test_every_api_route_needs_a_key_and_refuses_in_its_surfaces_shape(
     settings: Settings, client: Client
 ) -> None:
-    routes = served(create_app(settings))
+    routes = [(m, re.sub(r"\{[^}]+\}", "1", p)) for m, p in served_routes(create_app(settings))]
     assert {path for _, path in routes} >= OPERATIONS
     for method, path in routes:
         resp = await client.request(method, path, headers=CDP_HEADERS | NO_KEY)

@@ -8,13 +8,12 @@ from typing import Any
 
 import msgspec
 import pytest
-from aiohttp import web
 
 from ingest import openapi
 from ingest.app import create_app
 from schemas.settings import Settings
 from tests import reference_specs as ref
-from tests.edge_helpers import Client, running_edge
+from tests.edge_helpers import Client, running_edge, served_routes
 
 REFERENCES = {"integration": ref.integration_api(), "cdp": ref.cdp_api()}
 
@@ -34,16 +33,6 @@ async def test_document_is_served_without_a_key(settings: Settings) -> None:
     assert served == openapi.build(settings)
 
 
-def _served_routes(app: web.Application) -> set[tuple[str, str]]:
-    found = set()
-    for route in app.router.routes():
-        info = route.resource.get_info() if route.resource else {}
-        path = info.get("path") or info.get("formatter")
-        if route.method != "HEAD" and path:
-            found.add((route.method.lower(), path))
-    return found
-
-
 @pytest.mark.parametrize("ops_port", [0, 9091], ids=["one port", "ops port"])
 def test_every_route_is_described_and_every_description_served(
     settings: Settings, ops_port: int
@@ -51,7 +40,7 @@ def test_every_route_is_described_and_every_description_served(
     settings = msgspec.structs.replace(settings, ops_port=ops_port)
     document = openapi.build(settings)
     described = {(m, p) for p, item in document["paths"].items() for m in item}
-    assert described == _served_routes(create_app(settings))
+    assert described == served_routes(create_app(settings))
     assert (("get", "/metrics") in described) == (not ops_port)
 
 
