@@ -16,9 +16,9 @@ from types import FrameType
 
 import aiohttp
 
+from admin.main import create_key, describe_url, explain
+from core.migrations import migrate
 from deploy import embedded
-from ingest.admin import create_key, describe_url, explain
-from ingest.migrate import migrate
 from schemas.settings import Settings, SettingsError
 
 PROG = "python -m deploy.local"

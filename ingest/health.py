@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ingest.migrate import pending
+from core.migrations import pending
 from ingest.state import DB, REDIS
 
 # A probe that hangs is as bad as one that fails; answer within a kubelet's default timeout.

@@ -31,7 +31,7 @@ def admin_runner(database_url: str, redis_url: str) -> Admin:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "ingest.admin",
+            "admin.main",
             *args,
             env=environ,
             stdout=asyncio.subprocess.PIPE,

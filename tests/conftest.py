@@ -14,8 +14,8 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from core.migrations import migrate
 from deploy import embedded
-from ingest.migrate import migrate
 from schemas.settings import Settings
 from tests.admin_helpers import Admin, admin_runner
 from tests.edge_helpers import Client, create_key, running_edge

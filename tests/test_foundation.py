@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from ingest.migrate import migrate, pending
+from core.migrations import migrate, pending
 from schemas import keys
 from schemas.lua import source
 from schemas.settings import Settings, SettingsError

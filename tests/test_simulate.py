@@ -12,8 +12,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from ingest.progress import Progress
-from ingest.simulate import (
+from admin.progress import Progress
+from admin.simulate import (
     MAX_RETRIES,
     Options,
     SimulationError,

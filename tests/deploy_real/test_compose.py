@@ -66,7 +66,7 @@ def test_compose_up_simulate_exact_and_down_leaves_nothing(compose: Compose) -> 
         [
             sys.executable,
             "-m",
-            "ingest.admin",
+            "admin.main",
             "simulate",
             f"--url={url}",
             f"--key={key}",

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from ingest.migrate import pending
+from core.migrations import pending
 from tests.deploy_real.podman import podman
 
 pytestmark = pytest.mark.deploy

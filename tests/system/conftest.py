@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from ingest.migrate import migrate
+from core.migrations import migrate
 from tests.edge_helpers import create_key
 from tests.system.fault_support import Faulty, Servers
 from tests.system.report import REPORT, render

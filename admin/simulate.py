@@ -19,7 +19,7 @@ from typing import Any, TextIO
 import aiohttp
 import msgspec
 
-from ingest.progress import Progress, duration
+from admin.progress import Progress, duration
 from schemas.amplitude import MAX_USERS, CohortSync, CohortSyncResult, CohortUser
 from schemas.settings import Settings
 from schemas.talon import MemberPage

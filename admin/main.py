@@ -18,10 +18,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ingest import deadletters, simulate, status
+from admin import deadletters, simulate
+from admin.progress import duration
+from core.migrations import migrate
+from ingest import status
 from ingest.auth import SCOPES
-from ingest.migrate import migrate
-from ingest.progress import duration
 from schemas import apikeys, keys
 from schemas.lua import source
 from schemas.settings import Settings, SettingsError

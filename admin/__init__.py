@@ -1,0 +1,1 @@
+"""``cohortsync-admin`` and the simulator: operating cohortsync from a terminal."""
