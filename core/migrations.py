@@ -1,13 +1,31 @@
-"""Apply the schema migrations, safely from several processes at once."""
+"""Apply the schema migrations (``schemas/migrations/NNNN_name.sql``), safely from several
+processes at once."""
 
 from __future__ import annotations
 
-import asyncpg
+from importlib import resources
 
-from schemas.migrations import all_migrations
+import asyncpg
+import msgspec
 
 # Any constant works; it serialises concurrent migrators on one database.
 _LOCK_ID = 0x636F686F7274  # "cohort"
+
+
+class Migration(msgspec.Struct, frozen=True):
+    version: int
+    name: str
+    sql: str
+
+
+def all_migrations() -> list[Migration]:
+    """Every ``schemas/migrations/NNNN_name.sql`` file, sorted by its number."""
+    found = []
+    for entry in resources.files("schemas").joinpath("migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            number, _, rest = entry.name.partition("_")
+            found.append(Migration(int(number), rest.removesuffix(".sql"), entry.read_text()))
+    return sorted(found, key=lambda m: m.version)
 
 
 async def migrate(database_url: str) -> list[int]:

@@ -24,11 +24,10 @@ _READ_SQL = """SELECT (coalesce(shared.attributes, '{}'::jsonb)
                        || coalesce(own.attributes, '{}'::jsonb))::text AS attributes,
         own.updated_at
     FROM (SELECT jsonb_object_agg(e.key, e.value ORDER BY a.id) AS attributes
-          FROM memberships m
-          JOIN audiences a ON a.id = m.audience_id
+          FROM current_memberships c
+          JOIN audiences a ON a.id = c.audience_id
           CROSS JOIN LATERAL jsonb_each(a.attributes) AS e
-          WHERE m.profile_id = $1 AND m.member
-            AND m.version > a.cleared_version AND a.deleted_at IS NULL) AS shared
+          WHERE c.profile_id = $1) AS shared
     LEFT JOIN profile_attributes own ON own.profile_id = $1"""
 
 

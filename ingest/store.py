@@ -170,8 +170,8 @@ async def live_audience_ids(pool: asyncpg.Pool, ids: Sequence[int]) -> list[int]
     return [int(r["id"]) for r in rows]
 
 
-# The read API's queries below count a membership only when it is a member, newer than the last
-# clear, in a live audience (ARCHITECTURE.md): a change racing a clear never resurrects anyone.
+# The read API's queries below count only the current_memberships view's rows (migration 0004):
+# members newer than the last clear, in a live audience.
 
 
 async def audience_page(
@@ -182,9 +182,8 @@ async def audience_page(
         total = await conn.fetchval("SELECT count(*) FROM audiences WHERE deleted_at IS NULL")
         rows = await conn.fetch(
             f"""SELECT {_AUDIENCE_COLUMNS}, a.attributes::text AS attributes,
-                   (SELECT count(*) FROM memberships m
-                    WHERE m.audience_id = a.id AND m.member
-                      AND m.version > a.cleared_version) AS members_count
+                   (SELECT count(*) FROM current_memberships c
+                    WHERE c.audience_id = a.id) AS members_count
                 FROM audiences a WHERE a.deleted_at IS NULL
                 ORDER BY a.id LIMIT $1 OFFSET $2""",
             limit,
@@ -193,41 +192,33 @@ async def audience_page(
     return total, rows
 
 
+# Reads the memberships_members index (audience_id, profile_id, WHERE member) in page order.
+MEMBER_PAGE_SQL = """SELECT profile_id, updated_at FROM current_memberships
+    WHERE audience_id = $1 ORDER BY profile_id LIMIT $2 OFFSET $3"""
+
+
 async def member_page(
     pool: asyncpg.Pool, audience_id: int, limit: int, offset: int
 ) -> tuple[int, list[asyncpg.Record]] | None:
     """(number of current members, one page of ``profile_id, updated_at`` ordered by profile
     id), or None when the audience is not live."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        cleared = await conn.fetchval(
-            "SELECT cleared_version FROM audiences WHERE id = $1 AND deleted_at IS NULL",
-            audience_id,
+        live = await conn.fetchval(
+            "SELECT true FROM audiences WHERE id = $1 AND deleted_at IS NULL", audience_id
         )
-        if cleared is None:
+        if live is None:
             return None
         total = await conn.fetchval(
-            """SELECT count(*) FROM memberships
-               WHERE audience_id = $1 AND member AND version > $2""",
-            audience_id,
-            cleared,
+            "SELECT count(*) FROM current_memberships WHERE audience_id = $1", audience_id
         )
-        rows = await conn.fetch(
-            """SELECT profile_id, updated_at FROM memberships
-               WHERE audience_id = $1 AND member AND version > $2
-               ORDER BY profile_id LIMIT $3 OFFSET $4""",
-            audience_id,
-            cleared,
-            limit,
-            offset,
-        )
+        rows = await conn.fetch(MEMBER_PAGE_SQL, audience_id, limit, offset)
     return total, rows
 
 
 # Reads the memberships_profile index (profile_id, WHERE member), then each audience by its key.
-PROFILE_AUDIENCES_SQL = """SELECT a.id, a.name FROM memberships m
-    JOIN audiences a ON a.id = m.audience_id
-    WHERE m.profile_id = $1 AND m.member
-      AND m.version > a.cleared_version AND a.deleted_at IS NULL
+PROFILE_AUDIENCES_SQL = """SELECT a.id, a.name FROM current_memberships c
+    JOIN audiences a ON a.id = c.audience_id
+    WHERE c.profile_id = $1
     ORDER BY a.id"""
 
 

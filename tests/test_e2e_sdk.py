@@ -82,9 +82,7 @@ async def members(edge: Edge, audience_id: int) -> set[str]:
 
 async def stored_members(db: asyncpg.Pool, audience_id: int) -> set[str]:
     rows = await db.fetch(
-        """SELECT m.profile_id FROM memberships m JOIN audiences a ON a.id = m.audience_id
-           WHERE m.audience_id = $1 AND m.member AND m.version > a.cleared_version
-             AND a.deleted_at IS NULL""",
+        "SELECT profile_id FROM current_memberships WHERE audience_id = $1",
         audience_id,
     )
     return {r["profile_id"] for r in rows}
