@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 import msgspec
 import redis.asyncio as aioredis
 
+from admin.connections import redis_client
+from admin.output import PROG, clip, table, when
 from schemas import keys
 from schemas.jobs import Change, DeadLetter
 from schemas.lua import source
+from schemas.settings import Settings
 
 # Letters read from Redis per round trip, and re-queued per script call.
 CHUNK = 1000
@@ -115,3 +120,37 @@ async def replay(redis: aioredis.Redis, audience_id: int | None = None) -> tuple
             replayed += await flush()
     replayed += await flush()
     return replayed, malformed
+
+
+async def command(settings: Settings, args: argparse.Namespace) -> int:
+    """``cohortsync-admin dead-letters [list|replay] [--audience ID]``."""
+    client = redis_client(settings.redis_url)
+    try:
+        if args.action == "replay":
+            replayed, malformed = await replay(client, args.audience)
+            scope = f" of audience {args.audience}" if args.audience is not None else ""
+            print(
+                f"re-queued {replayed:,} dead-lettered changes{scope} with their original "
+                "versions (a newer change or a clear still wins)"
+            )
+            if malformed:
+                print(f"left {malformed:,} letters that hold no change (see dead-letters list)")
+            return 0
+        found = await summarize(client, args.audience)
+    finally:
+        await client.aclose()
+    if not found.letters:
+        print("no dead letters")
+        return 0
+    oldest = when(datetime.fromtimestamp(found.oldest_ms / 1000, UTC)) if found.oldest_ms else "?"
+    lines = [f"{found.letters:,} dead letters, the oldest failed at {oldest}", ""]
+    reasons = [[f"{n:,}", clip(reason, 90)] for reason, n in found.reasons.most_common(20)]
+    lines += [table(["changes", "reason"], reasons), ""]
+    audiences = [[str(a), f"{n:,}"] for a, n in found.per_audience.most_common(20)]
+    if audiences:
+        lines.append(table(["audience", "changes"], audiences, numeric_from=1))
+    if found.malformed:
+        lines.append(f"{found.malformed:,} letters hold no change and cannot be replayed")
+    lines.append(f"replay with: {PROG} dead-letters replay [--audience ID]")
+    print("\n".join(lines))
+    return 0

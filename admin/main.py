@@ -6,83 +6,16 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-import asyncpg
-import msgspec
-import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from admin import deadletters, simulate
-from admin.progress import duration
+from admin import api_keys, deadletters, rate, simulate, status
+from admin.connections import describe_url
+from admin.errors import explain
+from admin.output import PROG
 from core.migrations import migrate
-from ingest import status
 from ingest.auth import SCOPES
-from schemas import apikeys, keys
-from schemas.lua import source
 from schemas.settings import Settings, SettingsError
-from schemas.status import Status
-
-PROG = "cohortsync-admin"
-CONNECT_TIMEOUT_S = 10.0
-
-
-class AdminError(Exception):
-    """An expected failure: reported as one line on stderr, exit code 1."""
-
-
-class CreatedKey(msgspec.Struct, frozen=True):
-    id: int
-    # The only copy of the plaintext key: Postgres keeps its hash.
-    key: str
-    prefix: str
-
-
-async def create_key(database_url: str, name: str, scope: str | None = None) -> CreatedKey:
-    """Store a new API key's hash and return the key, which is never stored."""
-    key = apikeys.new_key()
-    conn = await _connect(database_url)
-    try:
-        key_id: int = await conn.fetchval(
-            """INSERT INTO api_keys (name, key_hash, key_prefix, scope)
-               VALUES ($1, $2, $3, $4) RETURNING id""",
-            name,
-            apikeys.hash_key(key),
-            apikeys.shown_part(key),
-            scope,
-        )
-    finally:
-        await conn.close()
-    return CreatedKey(id=key_id, key=key, prefix=apikeys.shown_part(key))
-
-
-def describe_url(url: str) -> str:
-    """``host:port/db`` of a Postgres or Redis URL: safe to print, it never holds a password."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "<unparsable URL>"
-    # libpq-style URLs may name the host (or a socket directory) in the query string.
-    host = parts.hostname or parse_qs(parts.query).get("host", ["localhost"])[0]
-    where = f"{host}:{port}" if port else host
-    return f"{where}{parts.path}" if parts.path not in ("", "/") else where
-
-
-async def _connect(database_url: str) -> asyncpg.Connection:
-    return await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT_S)
-
-
-def _redis(redis_url: str) -> aioredis.Redis:
-    client: aioredis.Redis = aioredis.Redis.from_url(
-        redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S
-    )
-    return client
 
 
 async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -95,258 +28,15 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _create_key(settings: Settings, args: argparse.Namespace) -> int:
-    name = args.name.strip()
-    if not name:
-        raise AdminError("the key name must not be empty")
-    # NULL in the database means every surface.
-    scope = None if args.scope == "all" else args.scope
-    created = await create_key(settings.database_url, name, scope)
-    if sys.stdout.isatty():
-        print(
-            f"created API key {created.id} {name!r} (prefix {created.prefix}, scope: {args.scope})"
-        )
-        print("the key is shown only now; store it:")
-        print(created.key)
-    else:
-        # Scripts capture stdout: the key alone on it, the rest on stderr.
-        print(created.key)
-        print(f"created API key {created.id} {name!r}", file=sys.stderr)
-    return 0
-
-
-async def _revoke_key(settings: Settings, args: argparse.Namespace) -> int:
-    target: str = args.key
-    value: int | bytes | str
-    if target.isdigit():
-        condition, value = "id = $1", int(target)
-    elif len(target) > apikeys.SHOWN_CHARS:
-        condition, value = "key_hash = $1", apikeys.hash_key(target)
-    else:
-        condition, value = "starts_with(key_prefix, $1)", target
-    conn = await _connect(settings.database_url)
-    try:
-        rows = await conn.fetch(
-            f"SELECT id, name, revoked_at FROM api_keys WHERE {condition} ORDER BY id", value
-        )
-        if not rows:
-            raise AdminError(f"no API key matches {target!r} (see: {PROG} list-keys)")
-        if len(rows) > 1:
-            ids = ", ".join(str(r["id"]) for r in rows)
-            raise AdminError(f"{target!r} matches keys {ids}; revoke one by its id")
-        key_id, name, revoked_at = rows[0]["id"], rows[0]["name"], rows[0]["revoked_at"]
-        if revoked_at is not None:
-            print(f"API key {key_id} {name!r} was already revoked at {_when(revoked_at)}")
-            return 0
-        await conn.execute(
-            "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", key_id
-        )
-    finally:
-        await conn.close()
-    print(
-        f"revoked API key {key_id} {name!r}; edges that cached it refuse it within "
-        f"{settings.auth_cache_ttl_s:g} s"
-    )
-    return 0
-
-
-async def _list_keys(settings: Settings, args: argparse.Namespace) -> int:
-    conn = await _connect(settings.database_url)
-    try:
-        rows = await conn.fetch(
-            "SELECT id, name, key_prefix, scope, created_at, revoked_at FROM api_keys ORDER BY id"
-        )
-    finally:
-        await conn.close()
-    if not rows:
-        print(f"no API keys yet (create one: {PROG} create-key NAME)")
-        return 0
-    table = [
-        [
-            str(r["id"]),
-            r["name"],
-            r["key_prefix"],
-            r["scope"] or "*",
-            _when(r["created_at"]),
-            _when(r["revoked_at"]) if r["revoked_at"] else "-",
-        ]
-        for r in rows
-    ]
-    print(_table(["id", "name", "prefix", "scope", "created", "revoked"], table))
-    return 0
-
-
-async def _set_rate(settings: Settings, args: argparse.Namespace) -> int:
-    if args.reset == (args.per_minute is not None) or (args.reset and args.burst is not None):
-        raise AdminError("give either PER_MINUTE [--burst N] or --reset")
-    client = _redis(settings.redis_url)
-    try:
-        async with client.pipeline(transaction=True) as pipe:
-            if args.reset:
-                # Only the override: the rates the workers publish there stay.
-                pipe.hdel(keys.CONFIG, keys.CONFIG_RATE, keys.CONFIG_BURST)
-            else:
-                fields: dict[str, int] = {keys.CONFIG_RATE: args.per_minute}
-                if args.burst is not None:
-                    fields[keys.CONFIG_BURST] = args.burst
-                pipe.hset(keys.CONFIG, mapping=fields)
-            pipe.hget(keys.CONFIG, keys.CONFIG_BURST)
-            replies: list[Any] = await pipe.execute()
-    finally:
-        await client.aclose()
-    if args.reset:
-        print(
-            "rate override removed: workers use their COHORTSYNC_RATE_LIMIT_PER_MINUTE and "
-            "COHORTSYNC_RATE_BURST again"
-        )
-        return 0
-    burst = replies[-1]
-    burst_text = burst.decode() if burst is not None else f"{settings.rate_burst} (default)"
-    rate_text = "unlimited" if args.per_minute == 0 else f"{args.per_minute} changes/min"
-    print(
-        f"rate set to {rate_text}, burst {burst_text}; every worker applies it at its next change"
-    )
-    return 0
-
-
-async def _status(settings: Settings, args: argparse.Namespace) -> int:
-    conn = await _connect(settings.database_url)
-    client = _redis(settings.redis_url)
-    try:
-        queue_state = client.register_script(source("queue_state"))
-        found = await status.read_status(queue_state, conn, settings)
-    finally:
-        await client.aclose()
-        await conn.close()
-    if args.json:
-        print(msgspec.json.encode(found).decode())
-        return 0
-    print(format_status(found, settings.queue_name))
-    return 0
-
-
-def format_status(found: Status, queue_name: str) -> str:
-    """``cohortsync-admin status``: /v1/status's numbers as a table and three lines."""
-    rows = [
-        [
-            str(a.id),
-            _clip(a.name, 40),
-            f"{a.pending:,}",
-            f"{a.applied:,}",
-            f"{a.total:,}",
-            f"{a.dropped:,}",
-            f"{a.dead_lettered:,}",
-            _eta(a.eta_seconds, a.pending),
-        ]
-        for a in found.audiences
-    ]
-    headers = ["audience", "name", "pending", "applied", "total", "dropped", "dead", "eta"]
-    lines = [_table(headers, rows, numeric_from=2) if rows else "no live audiences", ""]
-    q, rate = found.queue_depth, found.rate
-    limit = f"{rate.configured_per_minute:,}/min" if rate.configured_per_minute else "none"
-    pending = sum(a.pending for a in found.audiences)
-    lines += [
-        f"queue: backlog {q.backlog:,}, ready {q.ready:,}, in flight {q.in_flight:,}, "
-        f"deferred {q.deferred:,} (arq queue {queue_name})",
-        f"rate: limit {limit}, applied in the last minute {rate.measured_per_minute:,}; "
-        f"workers alive: {found.workers_live}",
-        f"pending: {pending:,} changes, all applied in {_eta(found.eta_seconds, pending)}",
-    ]
-    if found.dead_letters:
-        lines.append(
-            f"dead letters: {found.dead_letters:,} changes failed permanently "
-            f"(see {PROG} dead-letters list)"
-        )
-    return "\n".join(lines)
-
-
-async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
-    client = _redis(settings.redis_url)
-    try:
-        if args.action == "replay":
-            replayed, malformed = await deadletters.replay(client, args.audience)
-            scope = f" of audience {args.audience}" if args.audience is not None else ""
-            print(
-                f"re-queued {replayed:,} dead-lettered changes{scope} with their original "
-                "versions (a newer change or a clear still wins)"
-            )
-            if malformed:
-                print(f"left {malformed:,} letters that hold no change (see dead-letters list)")
-            return 0
-        found = await deadletters.summarize(client, args.audience)
-    finally:
-        await client.aclose()
-    if not found.letters:
-        print("no dead letters")
-        return 0
-    oldest = _when(datetime.fromtimestamp(found.oldest_ms / 1000, UTC)) if found.oldest_ms else "?"
-    lines = [f"{found.letters:,} dead letters, the oldest failed at {oldest}", ""]
-    reasons = [[f"{n:,}", _clip(reason, 90)] for reason, n in found.reasons.most_common(20)]
-    lines += [_table(["changes", "reason"], reasons), ""]
-    audiences = [[str(a), f"{n:,}"] for a, n in found.per_audience.most_common(20)]
-    if audiences:
-        lines.append(_table(["audience", "changes"], audiences, numeric_from=1))
-    if found.malformed:
-        lines.append(f"{found.malformed:,} letters hold no change and cannot be replayed")
-    lines.append(f"replay with: {PROG} dead-letters replay [--audience ID]")
-    print("\n".join(lines))
-    return 0
-
-
-def _eta(seconds: float | None, pending: int) -> str:
-    if pending == 0:
-        return "done"
-    return "unknown" if seconds is None else duration(seconds)
-
-
-def explain(error: BaseException, settings: Settings) -> str | None:
-    """One line for an expected failure (a service unreachable, no tables yet), else None."""
-    if isinstance(error, AdminError):
-        return str(error)
-    if isinstance(error, RedisConnectionError | RedisTimeoutError):
-        return f"cannot reach Redis at {describe_url(settings.redis_url)}: {error}"
-    if isinstance(error, RedisError):
-        return f"Redis at {describe_url(settings.redis_url)}: {error}"
-    if isinstance(error, asyncpg.UndefinedTableError):
-        return f"the database has no cohortsync tables yet; run: {PROG} migrate"
-    if isinstance(error, OSError | TimeoutError):
-        return f"cannot reach Postgres at {describe_url(settings.database_url)}: {error}"
-    if isinstance(error, asyncpg.PostgresError | asyncpg.InterfaceError):
-        return f"Postgres at {describe_url(settings.database_url)}: {error}"
-    return None
-
-
-def _when(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int = 99) -> str:
-    """Plain aligned columns; columns from ``numeric_from`` on are right-aligned."""
-    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=False)]
-
-    def line(cells: Sequence[str]) -> str:
-        out = [
-            c.rjust(w) if i >= numeric_from else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "  ".join(out).rstrip()
-
-    return "\n".join([line(headers), *(line(r) for r in rows)])
-
-
 Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 COMMANDS: dict[str, Command] = {
     "migrate": _migrate,
-    "create-key": _create_key,
-    "revoke-key": _revoke_key,
-    "list-keys": _list_keys,
-    "set-rate": _set_rate,
-    "status": _status,
-    "dead-letters": _dead_letters,
+    "create-key": api_keys.create_command,
+    "revoke-key": api_keys.revoke_command,
+    "list-keys": api_keys.list_command,
+    "set-rate": rate.command,
+    "status": status.command,
+    "dead-letters": deadletters.command,
     "simulate": simulate.command,
 }
 
@@ -468,10 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run one command with the ``COHORTSYNC_*`` settings of ``environ`` (``os.environ``)."""
     args = build_parser().parse_args(argv)
     try:
-        settings = Settings.from_env(os.environ)
+        settings = Settings.from_env(os.environ if environ is None else environ)
     except SettingsError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2

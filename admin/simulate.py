@@ -348,7 +348,7 @@ async def command(settings: Settings, args: argparse.Namespace) -> int:
     }
     options = Options(**fields)
     try:
-        exact = await simulate(options)
+        exact = await simulate(options, sys.stdout, sys.stderr)
     except (SimulationError, aiohttp.ClientError, TimeoutError) as e:
         print(f"cohortsync-admin simulate: {e}", file=sys.stderr)
         return 1

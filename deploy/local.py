@@ -16,7 +16,9 @@ from types import FrameType
 
 import aiohttp
 
-from admin.main import create_key, describe_url, explain
+from admin.api_keys import create_key
+from admin.connections import describe_url
+from admin.errors import explain
 from core.migrations import migrate
 from deploy import embedded
 from schemas.settings import Settings, SettingsError

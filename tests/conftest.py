@@ -129,7 +129,7 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 @pytest.fixture
 def admin(database_url: str, redis_url: str) -> Admin:
-    """``cohortsync-admin`` as a subprocess on the test database and Redis."""
+    """``cohortsync-admin``'s ``main`` in-process on the test database and Redis."""
     return admin_runner(database_url, redis_url)
 
 

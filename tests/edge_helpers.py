@@ -11,10 +11,10 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from admin.api_keys import insert_key, revoke_key
 from ingest.app import create_app
 from ingest.bodies import MAX_REQUEST_LINE_BYTES
 from schemas import keys
-from schemas.apikeys import hash_key, new_key, shown_part
 from schemas.settings import Settings
 
 Client = TestClient[web.Request, web.Application]
@@ -23,17 +23,11 @@ Client = TestClient[web.Request, web.Application]
 async def create_key(
     db: asyncpg.Pool, *, scope: str | None = None, revoked: bool = False
 ) -> tuple[int, str]:
-    """(id, key) of a key stored the way the admin command stores it."""
-    key = new_key()
-    key_id = await db.fetchval(
-        """INSERT INTO api_keys (name, key_hash, key_prefix, scope, revoked_at)
-           VALUES ('test', $1, $2, $3, CASE WHEN $4 THEN now() END) RETURNING id""",
-        hash_key(key),
-        shown_part(key),
-        scope,
-        revoked,
-    )
-    return key_id, key
+    """(id, key) of a key stored by the admin command's own code."""
+    created = await insert_key(db, "test", scope)
+    if revoked:
+        await revoke_key(db, created.id)
+    return created.id, created.key
 
 
 def served_routes(app: web.Application) -> set[tuple[str, str]]:

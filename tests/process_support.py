@@ -16,7 +16,7 @@ from typing import IO, Any
 import aiohttp
 
 from schemas import keys
-from schemas.settings import Settings
+from schemas.settings import PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 30.0
@@ -29,15 +29,23 @@ def free_port() -> int:
     return port
 
 
+def environment(**settings: str | int) -> dict[str, str]:
+    """This process's environment without the ``COHORTSYNC_*`` variables it has, with
+    ``settings`` instead (``http_port=8080`` is ``COHORTSYNC_HTTP_PORT=8080``): what every
+    process a test starts runs with."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
+    return env | {f"{PREFIX}{name.upper()}": str(value) for name, value in settings.items()}
+
+
 def service_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """This environment without any COHORTSYNC_* of its own, pointed at the test services."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COHORTSYNC_")}
-    env |= {
-        "COHORTSYNC_DATABASE_URL": settings.database_url,
-        "COHORTSYNC_REDIS_URL": settings.redis_url,
-        "COHORTSYNC_HTTP_HOST": "127.0.0.1",
-        "COHORTSYNC_WORKER_METRICS_PORT": "0",
-    }
+    """``environment`` pointed at the test services, with no worker metrics port, plus
+    ``extra`` variables by their full names."""
+    env = environment(
+        database_url=settings.database_url,
+        redis_url=settings.redis_url,
+        http_host="127.0.0.1",
+        worker_metrics_port=0,
+    )
     return env | extra
 
 

@@ -1,4 +1,5 @@
-"""``cohortsync-admin`` run as operators run it: a subprocess against real Postgres and Redis."""
+"""``cohortsync-admin`` against real Postgres and Redis: its ``main`` in-process, and once the
+console script as operators run it."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ import redis.asyncio as aioredis
 
 from schemas import apikeys, keys
 from schemas.lua import source
-from tests.admin_helpers import Admin
+from tests.admin_helpers import Admin, run_console_script
+from tests.process_support import environment
 
 
 async def test_create_key_prints_key_once_and_stores_only_its_hash(
-    admin: Admin, db: asyncpg.Pool
+    admin: Admin, db: asyncpg.Pool, database_url: str, redis_url: str
 ) -> None:
-    run = await admin("create-key", "amplitude-prod", "--scope", "cdp")
+    env = environment(database_url=database_url, redis_url=redis_url)
+    run = await run_console_script("create-key", "amplitude-prod", "--scope", "cdp", env=env)
     assert run.code == 0, run.err
     # stdout is a pipe here: the key alone, so `KEY=$(cohortsync-admin create-key x)` works.
     assert run.out.count("\n") == 1

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import asyncpg
 
-from ingest.store import MEMBER_PAGE_SQL, PROFILE_AUDIENCES_SQL
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -50,23 +48,6 @@ async def test_only_members_newer_than_the_clear_in_live_audiences_are_current(
     await db.execute("UPDATE audiences SET cleared_version = 101 WHERE id = $1", cleared)
     await db.execute("UPDATE audiences SET deleted_at = now() WHERE id = $1", plain)
     assert await _current(db) == set()
-
-
-async def test_the_view_is_inlined_so_readers_keep_their_indexes(db: asyncpg.Pool) -> None:
-    ids = [await _audience(db, f"A{i}") for i in range(20)]
-    await db.execute(
-        """INSERT INTO memberships (audience_id, profile_id, member, version)
-           SELECT a, 'user-' || n, true, 1
-           FROM unnest($1::bigint[]) AS a, generate_series(1, 2000) AS n""",
-        ids,
-    )
-    await db.execute("ANALYZE memberships")
-    await db.execute("ANALYZE audiences")
-    for sql, args in ((PROFILE_AUDIENCES_SQL, ("user-7",)), (MEMBER_PAGE_SQL, (ids[3], 100, 0))):
-        plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN " + sql, *args))
-        assert re.search(r"Index (Only )?Scan (using \w+ )?on memberships", plan), plan
-        assert "Seq Scan on memberships" not in plan, plan
-        assert "current_memberships" not in plan, plan
 
 
 def test_no_reader_writes_the_rule_again() -> None:

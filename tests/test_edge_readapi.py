@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote
 
 import asyncpg
 import pytest
 
-from ingest.store import PROFILE_AUDIENCES_SQL
+from ingest.store import MEMBER_PAGE_SQL, PROFILE_AUDIENCES_SQL
 from tests.edge_helpers import Client
 
 
@@ -110,6 +111,11 @@ async def test_profile_lookup_reads_the_profile_index(db: asyncpg.Pool) -> None:
     plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN " + PROFILE_AUDIENCES_SQL, "user-7"))
     assert "memberships_profile" in plan
     assert "Seq Scan on memberships" not in plan
+    # The current_memberships view is inlined (no scan of it): readers keep the indexes.
+    assert "current_memberships" not in plan
+    plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN " + MEMBER_PAGE_SQL, ids[3], 100, 0))
+    assert re.search(r"Index (Only )?Scan using memberships_\w+ on memberships", plan), plan
+    assert "current_memberships" not in plan
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from deploy import embedded
+from tests.process_support import environment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ def test_embedded_redis_refuses_a_port_someone_else_holds(tmp_path: Path) -> Non
 
 
 async def test_suite_falls_back_to_embedded_servers() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COHORTSYNC_")}
+    env = environment()
     # Port 1 answers nothing, as on a machine that runs neither server.
     env["COHORTSYNC_TEST_DATABASE_URL"] = "postgresql://postgres@127.0.0.1:1/postgres"
     env["COHORTSYNC_TEST_REDIS_URL"] = "redis://127.0.0.1:1/0"

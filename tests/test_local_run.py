@@ -18,6 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from deploy import embedded
+from tests.process_support import environment
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/stat").exists(), reason="finds child processes through /proc"
@@ -59,13 +60,9 @@ async def _banner(stdout: asyncio.StreamReader) -> str:
 
 
 def _env(database_url: str, redis_url: str, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COHORTSYNC_")}
-    return env | {
-        "COHORTSYNC_DATABASE_URL": database_url,
-        "COHORTSYNC_REDIS_URL": redis_url,
-        "COHORTSYNC_HTTP_HOST": "127.0.0.1",
-        "COHORTSYNC_HTTP_PORT": str(port),
-    }
+    return environment(
+        database_url=database_url, redis_url=redis_url, http_host="127.0.0.1", http_port=port
+    )
 
 
 async def _start(env: dict[str, str], data_dir: Path, logs: IO[bytes]) -> Process:

@@ -12,7 +12,7 @@ import msgspec
 import redis.asyncio as aioredis
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
-from admin.main import create_key
+from admin.api_keys import create_key
 from schemas import keys
 from tests.bench.backlog import profile_id
 from tests.bench.processes import Child, Children, environment, free_port

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import socket
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from tests import process_support
 from tests.process_support import health_keys
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,15 +27,10 @@ def environment(database_url: str, redis_url: str, **settings: str | int) -> dic
     Replicas on one host serve no metrics port (they would all want the same one) and log
     warnings only, unless ``settings`` say otherwise.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COHORTSYNC_")}
-    env |= {
-        "COHORTSYNC_DATABASE_URL": database_url,
-        "COHORTSYNC_REDIS_URL": redis_url,
-        "COHORTSYNC_LOG_LEVEL": "WARNING",
-        "COHORTSYNC_WORKER_METRICS_PORT": "0",
-    }
-    env |= {f"COHORTSYNC_{name.upper()}": str(value) for name, value in settings.items()}
-    return env
+    defaults: dict[str, str | int] = {"log_level": "WARNING", "worker_metrics_port": 0}
+    return process_support.environment(
+        **(defaults | settings), database_url=database_url, redis_url=redis_url
+    )
 
 
 def free_port() -> int:

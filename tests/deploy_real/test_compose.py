@@ -4,7 +4,6 @@ ends exact; ``down`` leaves nothing running."""
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from tests.deploy_real import podman as pm
 from tests.deploy_real.compose import Compose, project_name, standin
 from tests.deploy_real.conftest import record
 from tests.deploy_real.stack import http_get
-from tests.process_support import ROOT, free_port
+from tests.process_support import ROOT, environment, free_port
 from tests.status_support import samples, value
 
 pytestmark = pytest.mark.deploy
@@ -61,7 +60,7 @@ def test_compose_up_simulate_exact_and_down_leaves_nothing(compose: Compose) -> 
     edge = compose.container("edge")
     key = pm.podman("exec", edge, "cohortsync-admin", "create-key", "compose").stdout.split()[-1]
     url = f"http://127.0.0.1:{compose.variables['EDGE_PORT']}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COHORTSYNC_")}
+    env = environment()
     simulated = subprocess.run(
         [
             sys.executable,
