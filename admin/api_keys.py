@@ -59,7 +59,7 @@ async def create_command(settings: Settings, args: argparse.Namespace) -> int:
     if not name:
         raise AdminError("the key name must not be empty")
     # NULL in the database means every surface.
-    scope = None if args.scope == "all" else args.scope
+    scope = None if args.scope == apikeys.ALL else args.scope
     created = await create_key(settings.database_url, name, scope)
     if sys.stdout.isatty():
         print(

@@ -14,7 +14,7 @@ from admin.connections import describe_url
 from admin.errors import explain
 from admin.output import PROG
 from core.migrations import migrate
-from ingest.auth import SCOPES
+from schemas.apikeys import SCOPES
 from schemas.settings import Settings, SettingsError
 
 

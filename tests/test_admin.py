@@ -3,6 +3,9 @@ console script as operators run it."""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import asyncpg
 import redis.asyncio as aioredis
 
@@ -144,3 +147,17 @@ async def test_unreachable_database_names_host_never_password(admin: Admin) -> N
     assert "cannot reach Postgres at 127.0.0.1:1/cohortsync" in run.err
     assert "hunter2" not in run.err
     assert "Traceback" not in run.err
+
+
+def test_admin_imports_neither_the_edge_nor_the_worker() -> None:
+    """admin/ stands on core/ and schemas/ only, so ingest/ is the edge and nothing else."""
+    admin = Path(__file__).resolve().parents[1] / "admin"
+    imported = set()
+    for path in admin.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {(path.name, alias.name) for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add((path.name, node.module))
+    assert {m.split(".")[0] for _, m in imported} >= {"admin", "core", "schemas"}
+    assert [(f, m) for f, m in imported if m.split(".")[0] in ("ingest", "worker")] == []
