@@ -13,9 +13,6 @@ from ingest.errors import ApiError, Handler, Unauthorized
 from ingest.state import API_KEY, API_KEYS, DB, MISS, SETTINGS, ApiKey, State
 from schemas.apikeys import ALL, hash_key
 
-# cohortsync-admin offers these as --scope choices.
-from schemas.apikeys import SCOPES as SCOPES
-
 SCHEME = "apikey-v1"
 # Unknown keys are remembered briefly: enough to shed a retry storm, short enough that a key
 # created a moment ago works almost at once.
