@@ -9,7 +9,7 @@ import msgspec
 from admin.connections import connect, redis_client
 from admin.output import PROG, clip, table
 from admin.progress import duration
-from ingest import status
+from core.snapshot import read_status
 from schemas.lua import source
 from schemas.settings import Settings
 from schemas.status import Status
@@ -20,7 +20,7 @@ async def command(settings: Settings, args: argparse.Namespace) -> int:
     client = redis_client(settings.redis_url)
     try:
         queue_state = client.register_script(source("queue_state"))
-        found = await status.read_status(queue_state, conn, settings)
+        found = await read_status(queue_state, conn, settings)
     finally:
         await client.aclose()
         await conn.close()

@@ -15,7 +15,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from core.metrics import QueueCollector, exposition
-from ingest import status
+from core.snapshot import read_snapshot
 from ingest.connections import Connections
 from ingest.health import check_dependencies
 from ingest.state import SCRIPTS, SETTINGS, State
@@ -132,7 +132,7 @@ async def serve_metrics(request: web.Request) -> web.Response:
     ]
     try:
         async with asyncio.timeout(SCRAPE_TIMEOUT_S):
-            snapshot = await status.read_snapshot(app[SCRIPTS].queue_state, app[SETTINGS])
+            snapshot = await read_snapshot(app[SCRIPTS].queue_state, app[SETTINGS])
     except Exception as e:
         # The edge's own metrics still matter (they show the 503s while Redis is down).
         log.warning("queue gauges unavailable: %s", type(e).__name__)

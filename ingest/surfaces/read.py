@@ -6,7 +6,8 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from ingest import auth, profiles, status, store
+from core.snapshot import read_status
+from ingest import auth, profiles, store
 from ingest.bodies import json_response, path_id, path_text, query_int
 from ingest.errors import ERROR_RENDERER, render_talon
 from ingest.services.audiences import audience_from_row, audience_not_found
@@ -91,7 +92,7 @@ async def profile_attributes(request: web.Request) -> web.Response:
 @status_routes.get("/status")
 async def get_status(request: web.Request) -> web.Response:
     config = request.config_dict
-    found = await status.read_status(config[SCRIPTS].queue_state, config[DB], config[SETTINGS])
+    found = await read_status(config[SCRIPTS].queue_state, config[DB], config[SETTINGS])
     # Polled every few seconds by dashboards: never a cached answer.
     response = json_response(found)
     response.headers["Cache-Control"] = "no-store"

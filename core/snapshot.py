@@ -1,8 +1,5 @@
-"""The queue's status for ``GET /v1/status``: depth, per-audience progress and ETA, rate, workers.
-
-``cohortsync-admin status`` and the edge's ``/metrics`` read the same snapshot
-(``queue_state.lua``), so every view of the queue agrees.
-"""
+"""The queue snapshot, read one way for ``/v1/status``, the edge's ``/metrics`` and
+``cohortsync-admin status`` (``queue_state.lua``), so every view of the queue agrees."""
 
 from __future__ import annotations
 
