@@ -7,6 +7,10 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import redis.asyncio as aioredis
 
+from core.scripts import Scripts
+from schemas.keys import Keys
+from schemas.settings import Settings
+
 CONNECT_TIMEOUT_S = 10.0
 
 
@@ -32,3 +36,8 @@ def redis_client(redis_url: str) -> aioredis.Redis:
         redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S
     )
     return client
+
+
+def scripts(client: aioredis.Redis, settings: Settings) -> Scripts:
+    """The scripts on ``client`` for the deployment ``settings`` name."""
+    return Scripts(client, Keys(settings.queue_name))

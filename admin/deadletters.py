@@ -9,13 +9,12 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 import msgspec
-import redis.asyncio as aioredis
 
-from admin.connections import redis_client
+from admin.connections import redis_client, scripts
 from admin.output import PROG, clip, table, when
+from core.scripts import Scripts
 from schemas import keys
 from schemas.jobs import Change, DeadLetter
-from schemas.lua import source
 from schemas.settings import Settings
 
 # Letters read from Redis per round trip, and re-queued per script call.
@@ -39,11 +38,12 @@ class Summary(NamedTuple):
     malformed: int
 
 
-async def letters(redis: aioredis.Redis) -> AsyncIterator[Letter]:
+async def letters(scripts: Scripts) -> AsyncIterator[Letter]:
     """Every dead letter, oldest first, read in chunks."""
     start = 0
+    dead_letters = scripts.keys.dead_letters
     while True:
-        chunk: list[bytes] = await redis.lrange(keys.DEAD_LETTERS, start, start + CHUNK - 1)  # type: ignore[misc]
+        chunk: list[bytes] = await scripts.redis.lrange(dead_letters, start, start + CHUNK - 1)  # type: ignore[misc]
         for raw in chunk:
             try:
                 letter = _decode(raw)
@@ -59,13 +59,13 @@ async def letters(redis: aioredis.Redis) -> AsyncIterator[Letter]:
         start += CHUNK
 
 
-async def summarize(redis: aioredis.Redis, audience_id: int | None = None) -> Summary:
+async def summarize(scripts: Scripts, audience_id: int | None = None) -> Summary:
     """What the dead letters hold (of one audience, or all)."""
     reasons: Counter[str] = Counter()
     per_audience: Counter[int] = Counter()
     oldest: int | None = None
     count = malformed = 0
-    async for found in letters(redis):
+    async for found in letters(scripts):
         if audience_id is not None and (
             found.change is None or found.change.audience_id != audience_id
         ):
@@ -81,10 +81,9 @@ async def summarize(redis: aioredis.Redis, audience_id: int | None = None) -> Su
     return Summary(count, reasons, per_audience, oldest, malformed)
 
 
-async def replay(redis: aioredis.Redis, audience_id: int | None = None) -> tuple[int, int]:
+async def replay(scripts: Scripts, audience_id: int | None = None) -> tuple[int, int]:
     """Re-queue the dead letters (of one audience, or all) with their original versions;
     returns (changes re-queued, letters left because they hold no change)."""
-    script = redis.register_script(source("replay"))
     groups: dict[int, list[tuple[bytes, str]]] = {}
     pending = replayed = malformed = 0
 
@@ -92,19 +91,12 @@ async def replay(redis: aioredis.Redis, audience_id: int | None = None) -> tuple
         nonlocal groups, pending
         if not groups:
             return 0
-        script_keys = [keys.DEAD_LETTERS, keys.ACTIVE_LIST, keys.ACTIVE_SET, keys.BACKLOG_TOTAL]
-        args: list[str | int | bytes] = [len(groups)]
-        for audience, entries in groups.items():
-            script_keys += [keys.backlog_key(audience), keys.stats_key(audience)]
-            args += [audience, len(entries)]
-            for raw, entry in entries:
-                args += [raw, entry]
+        done = await scripts.backlogs.replay(groups)
         groups, pending = {}, 0
-        done: int = await script(keys=script_keys, args=args)
         return done
 
     # Read everything first: replaying removes letters, which would shift the pages being read.
-    found_all = [found async for found in letters(redis)]
+    found_all = [found async for found in letters(scripts)]
     for found in found_all:
         change = found.change
         if change is None:
@@ -125,9 +117,10 @@ async def replay(redis: aioredis.Redis, audience_id: int | None = None) -> tuple
 async def command(settings: Settings, args: argparse.Namespace) -> int:
     """``cohortsync-admin dead-letters [list|replay] [--audience ID]``."""
     client = redis_client(settings.redis_url)
+    own = scripts(client, settings)
     try:
         if args.action == "replay":
-            replayed, malformed = await replay(client, args.audience)
+            replayed, malformed = await replay(own, args.audience)
             scope = f" of audience {args.audience}" if args.audience is not None else ""
             print(
                 f"re-queued {replayed:,} dead-lettered changes{scope} with their original "
@@ -136,7 +129,7 @@ async def command(settings: Settings, args: argparse.Namespace) -> int:
             if malformed:
                 print(f"left {malformed:,} letters that hold no change (see dead-letters list)")
             return 0
-        found = await summarize(client, args.audience)
+        found = await summarize(own, args.audience)
     finally:
         await client.aclose()
     if not found.letters:

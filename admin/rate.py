@@ -8,6 +8,7 @@ from typing import Any
 from admin.connections import redis_client
 from admin.errors import AdminError
 from schemas import keys
+from schemas.keys import Keys
 from schemas.settings import Settings
 
 
@@ -15,17 +16,18 @@ async def command(settings: Settings, args: argparse.Namespace) -> int:
     if args.reset == (args.per_minute is not None) or (args.reset and args.burst is not None):
         raise AdminError("give either PER_MINUTE [--burst N] or --reset")
     client = redis_client(settings.redis_url)
+    config = Keys(settings.queue_name).config
     try:
         async with client.pipeline(transaction=True) as pipe:
             if args.reset:
                 # Only the override: the rates the workers publish there stay.
-                pipe.hdel(keys.CONFIG, keys.CONFIG_RATE, keys.CONFIG_BURST)
+                pipe.hdel(config, keys.CONFIG_RATE, keys.CONFIG_BURST)
             else:
                 fields: dict[str, int] = {keys.CONFIG_RATE: args.per_minute}
                 if args.burst is not None:
                     fields[keys.CONFIG_BURST] = args.burst
-                pipe.hset(keys.CONFIG, mapping=fields)
-            pipe.hget(keys.CONFIG, keys.CONFIG_BURST)
+                pipe.hset(config, mapping=fields)
+            pipe.hget(config, keys.CONFIG_BURST)
             replies: list[Any] = await pipe.execute()
     finally:
         await client.aclose()

@@ -6,11 +6,10 @@ import argparse
 
 import msgspec
 
-from admin.connections import connect, redis_client
+from admin.connections import connect, redis_client, scripts
 from admin.output import PROG, clip, table
 from admin.progress import duration
 from core.snapshot import read_status
-from schemas.lua import source
 from schemas.settings import Settings
 from schemas.status import Status
 
@@ -19,8 +18,7 @@ async def command(settings: Settings, args: argparse.Namespace) -> int:
     conn = await connect(settings.database_url)
     client = redis_client(settings.redis_url)
     try:
-        queue_state = client.register_script(source("queue_state"))
-        found = await read_status(queue_state, conn, settings)
+        found = await read_status(scripts(client, settings), conn, settings)
     finally:
         await client.aclose()
         await conn.close()

@@ -1,22 +1,15 @@
-"""The queue snapshot, read one way for ``/v1/status``, the edge's ``/metrics`` and
-``cohortsync-admin status`` (``queue_state.lua``), so every view of the queue agrees."""
+"""The queue snapshot, read one way for ``/v1/status``, both processes' ``/metrics`` and
+``cohortsync-admin status``, so every view of the queue agrees."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any, Protocol
 
-from redis.commands.core import AsyncScript
-
+from core.scripts import Scripts
 from schemas.settings import Settings
-from schemas.status import (
-    QueueSnapshot,
-    Status,
-    build_status,
-    parse_snapshot,
-    snapshot_args,
-    snapshot_keys,
-)
+from schemas.status import QueueSnapshot, Status, build_status
 
 LIVE_AUDIENCES = "SELECT id, name FROM audiences WHERE deleted_at IS NULL ORDER BY id"
 
@@ -27,21 +20,15 @@ class Fetcher(Protocol):
     async def fetch(self, query: str, *args: Any) -> list[Any]: ...
 
 
-async def read_snapshot(
-    queue_state: AsyncScript, settings: Settings, audience_ids: list[int] | None = None
-) -> QueueSnapshot:
+async def read_snapshot(scripts: Scripts, audience_ids: Iterable[int] = ()) -> QueueSnapshot:
     """The queue now: the active audiences, plus ``audience_ids``."""
-    reply = await queue_state(
-        keys=snapshot_keys(settings.queue_name),
-        args=snapshot_args(time.time(), audience_ids or ()),
-    )
-    return parse_snapshot(reply)
+    return await scripts.queue_state(time.time(), audience_ids)
 
 
-async def read_status(queue_state: AsyncScript, db: Fetcher, settings: Settings) -> Status:
-    """Every live audience (a few per operator, not per user: one query, one script call) with
+async def read_status(scripts: Scripts, db: Fetcher, settings: Settings) -> Status:
+    """Every live audience (a few per operator, not per user: one query, one snapshot) with
     its progress and ETA, and the queue as a whole."""
     rows = await db.fetch(LIVE_AUDIENCES)
     names: dict[int, str] = {r["id"]: r["name"] for r in rows}
-    snapshot = await read_snapshot(queue_state, settings, list(names))
+    snapshot = await read_snapshot(scripts, names)
     return build_status(snapshot, names, settings.rate_limit_per_minute)

@@ -9,10 +9,12 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from core.scripts import Scripts
 from ingest import connections, logs, metrics, redisclient
 from ingest.errors import error_middleware
-from ingest.state import API_KEYS, DB, LIVE_AUDIENCES, REDIS, SCRIPTS, SETTINGS, Scripts, TtlCache
+from ingest.state import API_KEYS, DB, LIVE_AUDIENCES, REDIS, SCRIPTS, SETTINGS, TtlCache
 from ingest.surfaces import amplitude, cdp, integration, ops, read
+from schemas.keys import Keys
 from schemas.settings import Settings
 
 # Edge requests are short; a few connections per process serve hundreds of requests a second.
@@ -28,7 +30,7 @@ async def _pools(app: web.Application) -> AsyncIterator[None]:
     client = redisclient.connect(settings.redis_url)
     app[DB] = pool
     app[REDIS] = client
-    app[SCRIPTS] = Scripts(client)
+    app[SCRIPTS] = Scripts(client, Keys(settings.queue_name))
     try:
         yield
     finally:

@@ -9,9 +9,8 @@ import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 from aiohttp import ChainMapProxy, web
-from redis.commands.core import AsyncScript
 
-from schemas.lua import source
+from core.scripts import Scripts
 from schemas.settings import Settings
 
 K = TypeVar("K")
@@ -61,19 +60,10 @@ class ApiKey(msgspec.Struct, frozen=True):
     scope: str | None
 
 
-class Scripts:
-    """The Lua scripts the edge runs, registered once per Redis client."""
-
-    def __init__(self, redis: aioredis.Redis) -> None:
-        self.accept: AsyncScript = redis.register_script(source("accept"))
-        self.next_version: AsyncScript = redis.register_script(source("next_version"))
-        self.mark_cleared: AsyncScript = redis.register_script(source("mark_cleared"))
-        self.queue_state: AsyncScript = redis.register_script(source("queue_state"))
-
-
 SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", asyncpg.Pool)
 REDIS = web.AppKey("redis", aioredis.Redis)
+# The Lua scripts on REDIS, and the deployment's keys (``SCRIPTS.keys``).
 SCRIPTS = web.AppKey("scripts", Scripts)
 # Key hash -> the key, or None for an unknown or revoked key (cached briefly).
 API_KEYS = web.AppKey("api_keys", TtlCache[bytes, ApiKey | None])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import msgspec
@@ -11,7 +12,9 @@ _decoder = msgspec.msgpack.Decoder()
 
 
 class Change(msgspec.Struct, array_like=True, frozen=True):
-    """One membership change as an arq job's positional arguments (see ``lua/dispatch.lua``)."""
+    """One membership change, the one argument of an ``apply_change`` job. An array on the wire
+    (about half the bytes of a map); a decoder ignores trailing fields it does not know, so a
+    field added at the end, with a default, lets old and new replicas share a queue."""
 
     audience_id: int
     profile_id: str
@@ -19,13 +22,29 @@ class Change(msgspec.Struct, array_like=True, frozen=True):
     version: int
 
 
+class ChangeJob(msgspec.Struct, frozen=True):
+    """arq's job dict (``arq.jobs.serialize_job``: try, function, args, enqueue time in ms) as
+    the dispatcher writes it, for one change. arq's kwargs ``k`` are left out: none."""
+
+    t: int
+    f: str
+    a: tuple[Change]
+    et: int
+
+
 class DeadLetter(msgspec.Struct, rename="camel", frozen=True):
-    """An entry of ``cs:dead`` (JSON): the job's arguments as queued, and why they failed."""
+    """A dead letter (JSON): the change's fields as queued, and why it failed."""
 
     job_id: str
     args: list[Any]
     error: str
     failed_at_ms: int
+
+
+def change_job(function: str, change: Change) -> bytes:
+    """The payload of a new job applying ``change``; enqueued when it was accepted (versions
+    are the acceptance time in µs)."""
+    return _encoder.encode(ChangeJob(1, function, (change,), change.version // 1000))
 
 
 def serialize_job(job: dict[str, Any]) -> bytes:
@@ -34,8 +53,13 @@ def serialize_job(job: dict[str, Any]) -> bytes:
 
 
 def deserialize_job(raw: bytes) -> dict[str, Any]:
-    """arq ``job_deserializer``; jobs written by the dispatch script carry no ``k``."""
+    """arq ``job_deserializer``: an argument that is a change comes back as a ``Change``
+    (anything else as it was, for the job to report); jobs from ``change_job`` carry no ``k``."""
     job: dict[str, Any] = _decoder.decode(raw)
+    args = job.get("a")
+    if isinstance(args, list) and len(args) == 1:
+        with contextlib.suppress(msgspec.ValidationError):
+            args[0] = msgspec.convert(args[0], Change)
     kwargs = job.get("k")
     if not isinstance(kwargs, dict):
         job["k"] = {}

@@ -1,119 +1,159 @@
-"""Every Redis key cohortsync uses, and the backlog entry format, in one screen.
+"""Every Redis key of one deployment, the backlog entry format and the job id format, in one screen.
 
 Redis holds only what is in flight; Postgres is the source of truth. Nothing here has a TTL unless
 said so: a queued change must never age out, however long the backlog.
+
+A deployment's keys all carry one hash tag, ``{cs:<namespace>}``, the namespace being its
+``COHORTSYNC_QUEUE_NAME``: deployments that share one Redis never touch each other's keys, and a
+Redis Cluster would keep each deployment in one slot, as its scripts (many keys in one step) need.
+Every script is told the keys it touches (``core/scripts``); none derives a key name from data.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-PREFIX = "cs:"
-
-# Per-audience backlog: a Redis list of entries, appended by the edge, popped by the dispatcher.
-# An entry is ``<a|d><version>:<profileIntegrationId>``, e.g. ``a1764345600123456:R195412``:
-# one byte of action, the decimal version, a colon, then the id (which may itself hold colons).
-# About 35 bytes for a 15-character id, against ~200 for an arq job key.
-BACKLOG_PREFIX = PREFIX + "backlog:"
-# Audience ids with a non-empty backlog, in round-robin order (list), and the same ids as a set
-# so the edge can tell in O(1) whether an audience is already scheduled.
-ACTIVE_LIST = PREFIX + "active"
-ACTIVE_SET = PREFIX + "active:set"
-# Total entries across all backlogs: the edge refuses work (429) past COHORTSYNC_MAX_BACKLOG.
-BACKLOG_TOTAL = PREFIX + "backlog:total"
-# Hash audience id -> last version handed out. Versions are max(last + 1, Redis time in µs), so
-# they stay monotonic per audience even when Redis loses this hash.
-VERSIONS = PREFIX + "versions"
-# Hash audience id -> version of the latest clear/delete; older changes are stale and dropped.
-CLEARED = PREFIX + "cleared"
-# Hash per audience with counters: accepted (edge), dispatched and dropped as stale (dispatcher),
-# applied, dropped and dead (worker, in the step that finishes the job, once per job). Once
-# drained, accepted = applied + dropped + dead.
-STATS_PREFIX = PREFIX + "stats:"
-# Hash of runtime configuration shared by all replicas: ``rate_per_minute`` and ``burst`` set by
-# cohortsync-admin set-rate override the workers' own settings, which each replica publishes as
-# ``workers_rate_per_minute`` / ``workers_burst`` so status shows the rate the workers enforce,
-# not the one in the reader's environment.
-CONFIG = PREFIX + "config"
+# Hash fields of ``Keys.config``: ``rate_per_minute`` and ``burst`` set by cohortsync-admin set-rate
+# override the workers' own settings, which each replica publishes as ``workers_rate_per_minute``
+# / ``workers_burst`` so status shows the rate the workers enforce, not the reader's settings.
 CONFIG_RATE = "rate_per_minute"
 CONFIG_BURST = "burst"
 CONFIG_WORKERS_RATE = "workers_rate_per_minute"
 CONFIG_WORKERS_BURST = "workers_burst"
-# GCRA theoretical arrival time (µs, Redis clock) of the shared rate limiter; expires when idle.
-LIMITER = PREFIX + "limiter"
-# Changes that failed permanently (kept for an operator, never silently dropped): a list of JSON
-# entries with the change, its job id and the reason; ``cohortsync-admin dead-letters replay``
-# puts them back on their audience's backlog with their original versions.
-DEAD_LETTERS = PREFIX + "dead"
-# Leases on running jobs (sorted set): job id scored with the Redis time (ms) at which its lease
-# lapses. The replica running a job renews it every few seconds; a lapsed lease makes the job
-# claimable by any replica (worker/leases.py). arq's own in-progress keys are not used.
-LEASES = PREFIX + "leases"
-# An Amplitude webhook ``message_id`` already accepted, set by accept.lua together with the
-# batch's changes so a retried batch is acknowledged and enqueues nothing. It expires: Amplitude
-# retries a batch for minutes to hours (8 times with back-off), never for a week.
-SEEN_PREFIX = PREFIX + "seen:amplitude:"
-SEEN_TTL_S = 7 * 24 * 3600
 
-# Worker replicas (sorted set): each one's health key, scored with the time (ms) after which it
-# may be forgotten. Replicas refresh it with their health key, so readers count live replicas
-# without a SCAN and drop the entries of replicas that died.
-WORKERS = PREFIX + "workers"
-# Changes applied during one second (a counter per second, written by the workers): the measured
-# rate is the sum over the last minute. Each expires soon after that minute.
-APPLIED_SECOND_PREFIX = PREFIX + "applied:"
+# Amplitude retries a batch for minutes to hours (8 times with back-off), never for a week.
+SEEN_TTL_S = 7 * 24 * 3600
+# The measured rate sums the last minute's per-second counters; each expires soon after.
 APPLIED_SECOND_TTL_S = 120
 
-# arq's own layout (arq.constants): job payloads live under this prefix, keyed by job id.
+# arq's own layout (arq.constants): a job's payload and try counter live under these prefixes,
+# keyed by job id. Our job ids carry the deployment's hash tag, so these keys do too.
 ARQ_JOB_PREFIX = "arq:job:"
 ARQ_IN_PROGRESS_PREFIX = "arq:in-progress:"
 ARQ_RETRY_PREFIX = "arq:retry:"
-ARQ_HEALTH_CHECK_SUFFIX = ":health-check"
-
-
-def worker_health_key(queue_name: str, replica: str) -> str:
-    """A worker replica's arq health key, ``<queue>:health-check:<host>:<pid>``, refreshed every
-    few seconds and expiring when the replica stops. Its value is arq's status line, ending in
-    ``j_ongoing=<jobs running in that replica> queued=<jobs on arq's queue>``."""
-    return f"{queue_name}{ARQ_HEALTH_CHECK_SUFFIX}:{replica}"
-
 
 # Name of the arq function that applies one change.
 APPLY_FUNCTION = "apply_change"
 
-Action = Literal["add", "delete"]
-ACTION_CODE: dict[str, str] = {"add": "a", "delete": "d"}
+
+class Keys:
+    """The Redis keys of the deployment ``namespace``: built once per process from its settings
+    (``Keys(settings.queue_name)``) and passed to whatever reads or writes Redis."""
+
+    __slots__ = (
+        "_applied",
+        "_backlog",
+        "_health",
+        "_seen",
+        "_stats",
+        "active_list",
+        "active_set",
+        "backlog_total",
+        "cleared",
+        "config",
+        "dead_letters",
+        "leases",
+        "limiter",
+        "namespace",
+        "queue",
+        "tag",
+        "versions",
+        "workers",
+    )
+
+    def __init__(self, namespace: str) -> None:
+        tag = f"{{cs:{namespace}}}"
+        self.namespace = namespace
+        self.tag = tag
+        # arq's queue (sorted set): job ids scored with the time (ms) they are due. Running jobs
+        # are not on it but under ``leases``.
+        self.queue = f"{tag}:queue"
+        # Per-audience backlog (``backlog(id)``): a list of entries (``encode_entry``), appended
+        # by the edge, popped by the dispatcher; ~35 bytes each against ~200 for an arq job.
+        self._backlog = f"{tag}:backlog:"
+        # Audience ids with a non-empty backlog, in round-robin order (list), and the same ids
+        # as a set so the edge can tell in O(1) whether an audience is already scheduled.
+        self.active_list = f"{tag}:active"
+        self.active_set = f"{tag}:active:set"
+        # Total entries across all backlogs: the edge refuses work (429) past max_backlog.
+        self.backlog_total = f"{tag}:backlog:total"
+        # Hash audience id -> last version handed out. Versions are max(last + 1, Redis time in
+        # µs), so they stay monotonic per audience even when Redis loses this hash.
+        self.versions = f"{tag}:versions"
+        # Hash audience id -> version of the latest clear/delete; older changes are dropped.
+        self.cleared = f"{tag}:cleared"
+        # Hash per audience (``stats(id)``) counting accepted (edge), dispatched and dropped as
+        # stale (dispatcher), applied, dropped and dead (worker, in the step that finishes the
+        # job, once per job). Once drained, accepted = applied + dropped + dead.
+        self._stats = f"{tag}:stats:"
+        # Hash of runtime configuration shared by all replicas (the CONFIG_* fields).
+        self.config = f"{tag}:config"
+        # The next free slot (µs, Redis clock) of the shared GCRA rate limiter; expires idle.
+        self.limiter = f"{tag}:limiter"
+        # Changes that failed permanently, kept for an operator, never silently dropped: a list
+        # of JSON ``DeadLetter``s; cohortsync-admin dead-letters replay re-queues them.
+        self.dead_letters = f"{tag}:dead"
+        # Leases on running jobs (sorted set): job id scored with the Redis time (ms) its lease
+        # lapses. Its replica renews it; a lapsed lease makes the job claimable by any replica.
+        self.leases = f"{tag}:leases"
+        # Worker replicas (sorted set): each one's health key (``health_check(replica)``, arq's
+        # status line, expiring when the replica stops) scored with the time (ms) after which
+        # it may be forgotten, so readers count live replicas without a SCAN.
+        self.workers = f"{tag}:workers"
+        self._health = f"{tag}:health-check:"
+        # Changes applied during one Unix second (``applied_second(s)``), written by the
+        # workers, each expiring after APPLIED_SECOND_TTL_S.
+        self._applied = f"{tag}:applied:"
+        # An Amplitude ``message_id`` already accepted (``seen(id)``), set with the batch's
+        # changes so a retried batch enqueues nothing; expires after SEEN_TTL_S.
+        self._seen = f"{tag}:seen:amplitude:"
+
+    def backlog(self, audience_id: int | str) -> str:
+        return f"{self._backlog}{audience_id}"
+
+    def stats(self, audience_id: int | str) -> str:
+        return f"{self._stats}{audience_id}"
+
+    def applied_second(self, second: int) -> str:
+        return f"{self._applied}{second}"
+
+    def seen(self, message_id: str) -> str:
+        return f"{self._seen}{message_id}"
+
+    def health_check(self, replica: str) -> str:
+        """A worker replica's arq health key, refreshed every few seconds; its value ends in
+        ``j_ongoing=<jobs running in that replica> queued=<jobs on arq's queue>``."""
+        return f"{self._health}{replica}"
+
+    def job_id(self, audience_id: int | str, version: int | str) -> str:
+        """One job per change, ``{cs:<namespace>}:<audience>:<version>``: unique because
+        versions are unique per audience (``parse_job_id`` reads it back)."""
+        return f"{self.tag}:{audience_id}:{version}"
+
+    def job(self, job_id: str) -> str:
+        """arq's key of a job's payload."""
+        return ARQ_JOB_PREFIX + job_id
+
+    def retry(self, job_id: str) -> str:
+        """arq's count of a job's tries."""
+        return ARQ_RETRY_PREFIX + job_id
 
 
-def backlog_key(audience_id: int) -> str:
-    return f"{BACKLOG_PREFIX}{audience_id}"
-
-
-def stats_key(audience_id: int) -> str:
-    return f"{STATS_PREFIX}{audience_id}"
-
-
-def applied_second_key(second: int) -> str:
-    """The counter of changes applied during the Unix second ``second``."""
-    return f"{APPLIED_SECOND_PREFIX}{second}"
-
-
-def seen_key(message_id: str) -> str:
-    return f"{SEEN_PREFIX}{message_id}"
-
-
-def job_id(audience_id: int, version: int) -> str:
-    """One job per change: the id is unique because versions are unique per audience."""
-    return f"cs:{audience_id}:{version}"
-
-
-def parse_job_id(job: str) -> tuple[int, int]:
-    """(audience id, version) of a ``job_id``; (0, 0) for an id of another shape."""
-    _, audience, version = [*job.split(":"), "", ""][:3]
+def parse_job_id(job_id: str) -> tuple[int, int]:
+    """(audience id, version) of a ``Keys.job_id``; (0, 0) for an id of another shape."""
+    _, audience, version = ["", "", *job_id.rsplit(":", 2)][-3:]
     try:
         return int(audience), int(version)
     except ValueError:
         return 0, 0
+
+
+# A backlog entry is ``<a|d><version>:<profileIntegrationId>``, e.g. ``a1764345600123456:R195412``:
+# one byte of action, the decimal version, a colon, then the id (which may itself hold colons).
+# The edge sends accept.lua the action code and the id; the script puts the version between
+# (``schemas/lua/lib/entry.lua``, the same format in Lua).
+Action = Literal["add", "delete"]
+ACTION_CODE: dict[str, str] = {"add": "a", "delete": "d"}
 
 
 def encode_entry(action: Action, profile_id: str, version: int) -> str:

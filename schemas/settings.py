@@ -111,7 +111,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ] = 1
     queue_name: Annotated[
         str,
-        Meta(description="arq queue name; deployments sharing one Redis need different names"),
+        Meta(
+            description="namespace of every Redis key (arq's queue and jobs too, under one hash "
+            "tag); deployments sharing one Redis need different names"
+        ),
     ] = "cohortsync:queue"
     worker_max_jobs: Annotated[Positive, Meta(description="concurrent jobs per worker replica")] = (
         200

@@ -1,27 +1,23 @@
 """The queue's state as metrics, ``/v1/status`` and ``cohortsync-admin status`` report it.
 
-``queue_state.lua`` reads it from Redis in one step; the edge and the workers each call that
-script with their own client and turn its reply into the same numbers here.
+``queue_state.lua`` reads it from Redis in one step (``core/snapshot.py``, the one reader the
+edge, the workers and the admin command share); the numbers are made from it here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Mapping
+from typing import NamedTuple
 
 import msgspec
 
-from schemas import keys
-
-# The measured rate counts the changes applied during the last minute.
-MEASURE_WINDOW_S = 60
 DEAD_LETTERS_HELP = (
     "Changes that failed permanently, kept for cohortsync-admin dead-letters list/replay."
 )
 
 
 class AudienceCounts(NamedTuple):
-    """One audience's counters (``cs:stats:<id>``) and backlog length."""
+    """One audience's counters (``Keys.stats``) and backlog length."""
 
     audience_id: int
     backlog: int
@@ -40,6 +36,8 @@ class AudienceCounts(NamedTuple):
 
 
 class QueueSnapshot(NamedTuple):
+    """The queue at one moment (``queue_state.lua``)."""
+
     backlog: int
     ready: int
     in_flight: int
@@ -57,48 +55,6 @@ class QueueSnapshot(NamedTuple):
     def rate_per_minute(self, configured: int) -> int:
         """The rate limit in force, else ``configured``; 0 is none."""
         return self.rate_in_force if self.rate_in_force is not None else configured
-
-
-def snapshot_keys(queue_name: str) -> list[str]:
-    return [
-        keys.BACKLOG_TOTAL,
-        queue_name,
-        keys.CONFIG,
-        keys.ACTIVE_LIST,
-        keys.WORKERS,
-        keys.LEASES,
-        keys.DEAD_LETTERS,
-    ]
-
-
-def snapshot_args(now_s: float, audience_ids: Iterable[int] = ()) -> list[str | int]:
-    """``queue_state.lua``'s arguments at ``now_s`` (Unix time), reporting ``audience_ids``
-    besides the active audiences."""
-    return [
-        int(now_s * 1000),
-        keys.BACKLOG_PREFIX,
-        keys.STATS_PREFIX,
-        keys.APPLIED_SECOND_PREFIX,
-        int(now_s),
-        MEASURE_WINDOW_S,
-        *audience_ids,
-    ]
-
-
-def parse_snapshot(reply: list[Any]) -> QueueSnapshot:
-    backlog, ready, deferred, rate, live, running, applied, dead, rows = reply
-    return QueueSnapshot(
-        # The total is decremented by several scripts; never report a passing negative.
-        backlog=max(0, int(backlog)),
-        ready=int(ready),
-        in_flight=int(running),
-        deferred=int(deferred),
-        rate_in_force=int(rate) if rate not in (b"", "") else None,
-        workers_live=int(live),
-        applied_last_minute=int(applied),
-        dead_letters=int(dead),
-        audiences=[_counts(row) for row in rows],
-    )
 
 
 def finish_times_s(pending: Mapping[int, int], rate_per_minute: float) -> dict[int, float]:
@@ -215,7 +171,3 @@ def build_status(
 
 def _rounded(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 1)
-
-
-def _counts(row: list[Any]) -> AudienceCounts:
-    return AudienceCounts(*(int(v) for v in row))

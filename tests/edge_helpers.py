@@ -16,6 +16,7 @@ from ingest.app import create_app
 from ingest.bodies import MAX_REQUEST_LINE_BYTES
 from schemas import keys
 from schemas.settings import Settings
+from tests.redis_keys import KEYS
 
 Client = TestClient[web.Request, web.Application]
 
@@ -65,7 +66,7 @@ async def running_edge(
 # redis-py types its asyncio commands as "Awaitable[T] | T"; these say what a test reads.
 async def backlog(redis: aioredis.Redis, audience_id: int) -> list[tuple[str, str, int]]:
     """The audience's queued changes as (action, profile id, version)."""
-    raw = await cast(Awaitable[list[bytes]], redis.lrange(keys.backlog_key(audience_id), 0, -1))
+    raw = await cast(Awaitable[list[bytes]], redis.lrange(KEYS.backlog(audience_id), 0, -1))
     return [keys.decode_entry(e.decode()) for e in raw]
 
 

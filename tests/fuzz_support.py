@@ -15,11 +15,11 @@ import redis as syncredis
 import requests
 from schemathesis import Response
 
-from schemas import keys
 from schemas.cdp import CdpErrorBody
 from schemas.settings import Settings
 from schemas.talon import ErrorBody
 from tests.edge_helpers import auth
+from tests.redis_keys import KEYS
 from tests.threaded_edge import threaded_edge
 
 # Examples per operation and generation mode in `make test`; a longer run raises it.
@@ -44,7 +44,7 @@ class Edge:
 
     def queued(self) -> tuple[int, int]:
         """(backlog total, keys in Redis): a refused request changes neither."""
-        total = cast(bytes | None, self.redis.get(keys.BACKLOG_TOTAL))
+        total = cast(bytes | None, self.redis.get(KEYS.backlog_total))
         return int(total or 0), cast(int, self.redis.dbsize())
 
     @contextmanager

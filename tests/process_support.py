@@ -15,7 +15,7 @@ from typing import IO, Any
 
 import aiohttp
 
-from schemas import keys
+from schemas.keys import Keys
 from schemas.settings import PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,12 +96,12 @@ def json_lines(log: IO[bytes]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-async def health_keys(redis: Any, queue_name: str, pids: list[int]) -> list[str] | None:
+async def health_keys(redis: Any, keys: Keys, pids: list[int]) -> list[str] | None:
     """The health keys of the worker replicas with these pids on this host, once every one
     wrote its key (``worker.app.replica_name`` ends in a token of its own); else None."""
     found = []
     for pid in pids:
-        prefix = keys.worker_health_key(queue_name, f"{socket.gethostname()}:{pid}:")
+        prefix = keys.health_check(f"{socket.gethostname()}:{pid}:")
         matches = [k.decode() async for k in redis.scan_iter(match=prefix + "*")]
         if not matches:
             return None

@@ -12,9 +12,9 @@ import redis.asyncio as aioredis
 from arq.worker import Worker
 from prometheus_client.parser import text_string_to_metric_families
 
-from schemas import keys
 from schemas.settings import Settings
 from tests.edge_helpers import Client
+from tests.redis_keys import KEYS
 from worker.app import create_worker, stop_worker
 from worker.state import STATE_KEY
 
@@ -52,7 +52,7 @@ async def running_worker(
             raise AssertionError("the worker stopped by itself")
         if STATE_KEY not in worker.ctx:
             return False
-        return await redis.zscore(keys.WORKERS, worker.health_check_key) is not None
+        return await redis.zscore(KEYS.workers, worker.health_check_key) is not None
 
     try:
         await wait_until(registered, "the worker to start")

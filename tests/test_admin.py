@@ -9,10 +9,11 @@ from pathlib import Path
 import asyncpg
 import redis.asyncio as aioredis
 
-from schemas import apikeys, keys
-from schemas.lua import source
+from schemas import apikeys
+from schemas.keys import Keys
 from tests.admin_helpers import Admin, run_console_script
 from tests.process_support import environment
+from tests.redis_keys import KEYS, scripts
 
 
 async def test_create_key_prints_key_once_and_stores_only_its_hash(
@@ -75,20 +76,19 @@ async def test_revoke_unknown_key_fails_clearly(admin: Admin, db: asyncpg.Pool) 
 
 async def _config(redis: aioredis.Redis) -> dict[bytes, bytes]:
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(keys.CONFIG)
+        pipe.hgetall(KEYS.config)
         replies: list[dict[bytes, bytes]] = await pipe.execute()
     return replies[0]
 
 
 async def test_set_rate_overrides_the_shared_limiter(admin: Admin, redis: aioredis.Redis) -> None:
-    limiter = redis.register_script(source("limiter"))
-    limiter_keys = [keys.LIMITER, keys.CONFIG]
-    defaults = ["1", "1000", "10", "0"]  # n, rate, burst, jitter headroom (µs)
+    limiter = scripts(redis).limiter
+    defaults = (1, 1000, 10, 0)  # n, rate, burst, jitter headroom (µs)
 
     run = await admin("set-rate", "600", "--burst", "5")
     assert run.code == 0, run.err
     assert await _config(redis) == {b"rate_per_minute": b"600", b"burst": b"5"}
-    assert (await limiter(keys=limiter_keys, args=defaults))[2] == 600
+    assert (await limiter.reserve(*defaults)).rate_per_minute == 600
 
     run = await admin("set-rate", "1200")
     assert run.code == 0, run.err
@@ -96,8 +96,8 @@ async def test_set_rate_overrides_the_shared_limiter(admin: Admin, redis: aiored
 
     run = await admin("set-rate", "--reset")
     assert run.code == 0, run.err
-    assert await redis.exists(keys.CONFIG) == 0
-    assert (await limiter(keys=limiter_keys, args=defaults))[2] == 1000
+    assert await redis.exists(KEYS.config) == 0
+    assert (await limiter.reserve(*defaults)).rate_per_minute == 1000
 
     run = await admin("set-rate")
     assert run.code == 1
@@ -116,11 +116,12 @@ async def test_status_shows_live_audiences_and_queue(
         "INSERT INTO audiences (account_id, name, deleted_at) VALUES (1, 'Gone', now())"
     )
     queue = "cohortsync-admin-test:queue"
+    own = Keys(queue)
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.rpush(keys.backlog_key(live), "a1:R1", "a2:R2", "d3:R1")
-        pipe.hset(keys.stats_key(live), mapping={"accepted": 10, "dispatched": 7, "applied": 6})
-        pipe.set(keys.BACKLOG_TOTAL, 3)
-        pipe.zadd(queue, {"cs:1:1": 1, "cs:1:2": 2})
+        pipe.rpush(own.backlog(live), "a1:R1", "a2:R2", "d3:R1")
+        pipe.hset(own.stats(live), mapping={"accepted": 10, "dispatched": 7, "applied": 6})
+        pipe.set(own.backlog_total, 3)
+        pipe.zadd(own.queue, {own.job_id(1, 1): 1, own.job_id(1, 2): 2})
         await pipe.execute()
 
     run = await admin("status", COHORTSYNC_QUEUE_NAME=queue)

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from schemas import keys
 from schemas.settings import Settings
 from tests.edge_helpers import Client, backlog, redis_int, running_edge
+from tests.redis_keys import KEYS
 from worker.drain import run_until_drained
 
 # Amplitude's example bodies (reference/amplitude/).
@@ -116,13 +117,13 @@ async def test_repeated_message_id_is_200_and_enqueues_nothing(
     before = await backlog(redis, 1)
     assert await post(client, ENTER) == {"audienceId": 1, "accepted": 0, "duplicate": True}
     assert await backlog(redis, 1) == before
-    assert await redis_int(redis, keys.BACKLOG_TOTAL) == 4
+    assert await redis_int(redis, KEYS.backlog_total) == 4
     assert await audiences(db) == [(1, "New name", "amplitude", "5x9k2qw", True)]
     assert (await attributes(client, "viewer-000001"))["attributes"] == {
         "country": "DE",
         "plan": "free",
     }
-    ttl_s = await cast(Awaitable[int], redis.ttl(keys.seen_key(ENTER["message_id"])))
+    ttl_s = await cast(Awaitable[int], redis.ttl(KEYS.seen(ENTER["message_id"])))
     assert keys.SEEN_TTL_S - 60 < ttl_s <= keys.SEEN_TTL_S == 7 * 24 * 3600
 
 
@@ -153,7 +154,7 @@ async def test_ten_thousand_users_in_one_batch(
     users = [{"user_id": f"viewer-{i:06d}", "user_properties": {"n": i}} for i in range(10_000)]
     answer = await post(client, batch("big", users))
     assert answer == {"audienceId": 1, "accepted": 10_000, "duplicate": False}
-    assert await redis_int(redis, keys.BACKLOG_TOTAL) == 10_000
+    assert await redis_int(redis, KEYS.backlog_total) == 10_000
     assert await db.fetchval("SELECT count(*) FROM profile_attributes") == 10_000
     assert (await attributes(client, "viewer-009999"))["attributes"] == {"n": 9999}
 
@@ -341,7 +342,7 @@ async def test_backlog_full_is_429_and_the_retry_is_accepted(
         resp = await client.post(PATH, json=ENTER)
         assert resp.status == 429
         assert resp.headers["Retry-After"] == "1"
-        assert await redis.exists(keys.seen_key(ENTER["message_id"])) == 0
+        assert await redis.exists(KEYS.seen(ENTER["message_id"])) == 0
         assert await backlog(redis, 1) == []
     async with running_edge(settings, key) as client:
         assert (await post(client, ENTER))["accepted"] == 3
@@ -362,4 +363,4 @@ async def test_empty_batch_creates_the_audience_and_is_remembered(
         "duplicate": True,
     }
     assert await backlog(redis, 1) == []
-    assert await redis.scard(keys.ACTIVE_SET) == 0  # type: ignore[misc]
+    assert await redis.scard(KEYS.active_set) == 0  # type: ignore[misc]

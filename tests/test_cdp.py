@@ -10,9 +10,9 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import ClientResponse
 
-from schemas import keys
 from schemas.settings import Settings
 from tests.edge_helpers import Client, auth, backlog, create_key, redis_int, running_edge
+from tests.redis_keys import KEYS
 
 HOST = "mycompany.europe-west1.talon.one"
 HEADERS = {"destination-hostname": HOST, "customer-data-platform-name": "Amplitude"}
@@ -132,7 +132,7 @@ async def test_delete_removes_audience_and_its_queued_changes(
     assert await resp.read() == b""
     assert await db.fetchval("SELECT deleted_at IS NOT NULL FROM audiences") is True
     assert await backlog(redis, created["id"]) == []
-    assert await redis_int(redis, keys.BACKLOG_TOTAL) == 0
+    assert await redis_int(redis, KEYS.backlog_total) == 0
 
     resp = await client.delete("/cdp/audiences/c1", headers=HEADERS)
     await assert_cdp_error(resp, 404, "The audience with the ID 'c1' does not exist")
@@ -205,7 +205,7 @@ async def test_unknown_audiences_are_404_and_enqueue_nothing(
     )
     await assert_cdp_error(resp, 404, f"The audience with the ID '{a}' does not exist")
     assert await backlog(redis, a) == []
-    assert await redis_int(redis, keys.stats_key(a), "accepted") is None
+    assert await redis_int(redis, KEYS.stats(a), "accepted") is None
 
 
 @pytest.mark.parametrize(

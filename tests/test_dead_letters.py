@@ -8,10 +8,10 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
-from schemas import keys
 from schemas.jobs import DeadLetter
 from schemas.settings import Settings
 from tests.admin_helpers import Admin
+from tests.redis_keys import KEYS
 from tests.worker_support import accept, clear, memberships, new_audience, stats
 from worker.drain import run_until_drained
 
@@ -25,11 +25,11 @@ async def bury(
 ) -> None:
     """A dead letter as a worker leaves it, for a change that failed for a reason since fixed."""
     letter = DeadLetter(
-        f"cs:{audience}:{version}", [audience, profile, member, version], "DataError: x", 1000
+        KEYS.job_id(audience, version), [audience, profile, member, version], "DataError: x", 1000
     )
-    await redis.rpush(keys.DEAD_LETTERS, msgspec.json.encode(letter))  # type: ignore[misc]
-    await redis.hincrby(keys.stats_key(audience), "accepted", 1)  # type: ignore[misc]
-    await redis.hincrby(keys.stats_key(audience), "dead", 1)  # type: ignore[misc]
+    await redis.rpush(KEYS.dead_letters, msgspec.json.encode(letter))  # type: ignore[misc]
+    await redis.hincrby(KEYS.stats(audience), "accepted", 1)  # type: ignore[misc]
+    await redis.hincrby(KEYS.stats(audience), "dead", 1)  # type: ignore[misc]
 
 
 async def test_a_permanent_failure_is_counted_once_and_shown(
@@ -78,7 +78,7 @@ async def test_replay_requeues_with_original_versions(
     replayed = await admin("dead-letters", "replay", "--audience", str(other))
     assert replayed.code == 0, replayed.err
     assert "re-queued 1 " in replayed.out
-    assert await redis.llen(keys.DEAD_LETTERS) == 3  # type: ignore[misc]
+    assert await redis.llen(KEYS.dead_letters) == 3  # type: ignore[misc]
     replayed = await admin("dead-letters", "replay")
     assert "re-queued 3 " in replayed.out
     assert (await admin("dead-letters", "replay")).out.startswith("re-queued 0 ")
@@ -88,7 +88,7 @@ async def test_replay_requeues_with_original_versions(
     assert {p: m for p, (m, _) in (await memberships(db, overtaken)).items()} == {"p2": False}
     assert await memberships(db, cleared) == {}
     assert await memberships(db, other) == {"p4": (True, now_us - 10)}
-    assert await redis.llen(keys.DEAD_LETTERS) == 0  # type: ignore[misc]
+    assert await redis.llen(KEYS.dead_letters) == 0  # type: ignore[misc]
     for audience in (fresh, overtaken, cleared, other):
         counted = await stats(redis, audience)
         finished = counted.get("applied", 0) + counted.get("dropped", 0) + counted["dead"]
@@ -100,12 +100,12 @@ async def test_a_job_arq_cannot_read_is_kept_and_counted_once(
     settings: Settings, db: Any, redis: aioredis.Redis
 ) -> None:
     a = await new_audience(db)
-    job = f"cs:{a}:17"
-    await redis.hincrby(keys.stats_key(a), "accepted", 1)  # type: ignore[misc]
-    await redis.set(keys.ARQ_JOB_PREFIX + job, b"\xc1 not msgpack")
-    await redis.zadd(settings.queue_name, {job: 1})
+    job = KEYS.job_id(a, 17)
+    await redis.hincrby(KEYS.stats(a), "accepted", 1)  # type: ignore[misc]
+    await redis.set(KEYS.job(job), b"\xc1 not msgpack")
+    await redis.zadd(KEYS.queue, {job: 1})
     await run_until_drained(unlimited(settings), timeout_s=30)
     assert (await stats(redis, a)).get("dead") == 1
-    (raw,) = await redis.lrange(keys.DEAD_LETTERS, 0, -1)  # type: ignore[misc]
+    (raw,) = await redis.lrange(KEYS.dead_letters, 0, -1)  # type: ignore[misc]
     letter = msgspec.json.decode(raw, type=DeadLetter)
     assert (letter.job_id, letter.args) == (job, [])

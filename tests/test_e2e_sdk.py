@@ -20,9 +20,9 @@ from talon_one.models.new_audience import NewAudience
 from talon_one.models.update_audience import UpdateAudience
 
 from ingest.app import create_app
-from schemas import keys
 from schemas.apikeys import hash_key, new_key, shown_part
 from schemas.settings import Settings
+from tests.redis_keys import KEYS
 from worker.drain import run_until_drained
 
 T = TypeVar("T")
@@ -122,7 +122,7 @@ async def test_sdk_audience_lifecycle(
     await edge.call(
         edge.sdk.update_customer_profile_audiences, actions("add", profiles, created.id)
     )
-    assert await redis.llen(keys.backlog_key(created.id)) == 1000  # type: ignore[misc]
+    assert await redis.llen(KEYS.backlog(created.id)) == 1000  # type: ignore[misc]
     await run_until_drained(unlimited, timeout_s=90)
     assert await members(edge, created.id) == set(profiles)
     assert await stored_members(db, created.id) == set(profiles)

@@ -13,8 +13,8 @@ import talon_one
 from talon_one.models.new_audience import NewAudience
 from talon_one.models.update_audience import UpdateAudience
 
-from schemas import keys
 from tests.edge_helpers import Client, backlog, redis_int
+from tests.redis_keys import KEYS
 
 
 async def create(client: Client, **body: Any) -> dict[str, Any]:
@@ -177,12 +177,12 @@ async def test_clear_records_version_and_drops_older_changes(
     cleared = row["cleared_version"]
     assert cleared > queued_version
     assert row["deleted_at"] is None
-    assert await redis_int(redis, keys.CLEARED, str(aid)) == cleared
+    assert await redis_int(redis, KEYS.cleared, str(aid)) == cleared
     assert await db.fetchval("SELECT count(*) FROM memberships WHERE audience_id=$1", aid) == 0
     # The whole backlog was older than the clear: dropped at once.
     assert await backlog(redis, aid) == []
-    assert await redis_int(redis, keys.BACKLOG_TOTAL) == 0
-    assert await redis_int(redis, keys.stats_key(aid), "dropped") == 1
+    assert await redis_int(redis, KEYS.backlog_total) == 0
+    assert await redis_int(redis, KEYS.stats(aid), "dropped") == 1
     # The audience stays and takes members again.
     again = [{"action": "add", "profileIntegrationId": "q2", "audienceId": aid}]
     assert (await client.post("/v2/customer_audiences", json={"data": again})).status == 204
@@ -196,7 +196,7 @@ async def test_delete_audience(client: Client, db: asyncpg.Pool, redis: aioredis
     row = await db.fetchrow("SELECT cleared_version, deleted_at FROM audiences WHERE id=$1", aid)
     assert row is not None
     assert row["deleted_at"] is not None
-    assert await redis_int(redis, keys.CLEARED, str(aid)) == row["cleared_version"] > 10
+    assert await redis_int(redis, KEYS.cleared, str(aid)) == row["cleared_version"] > 10
     assert await db.fetchval("SELECT count(*) FROM memberships WHERE audience_id=$1", aid) == 0
     assert (await client.delete(f"/v2/audiences/{aid}")).status == 404
     # Memberships for a deleted audience are refused at once (the edge's cache forgot it).

@@ -12,9 +12,9 @@ import redis.asyncio as aioredis
 
 from ingest.errors import TooManyRequests
 from ingest.services.changes import UnknownAudiences, accept_changes
-from schemas import keys
 from schemas.settings import Settings
 from tests.edge_helpers import Client, backlog, redis_int, running_edge
+from tests.redis_keys import KEYS
 from tests.worker_support import new_audience
 
 
@@ -45,9 +45,9 @@ async def test_accepts_changes_per_audience_in_order(
     versions = [v for _, _, v in in_a]
     assert versions == sorted(set(versions))
     assert [(kind, p) for kind, p, _ in await backlog(redis, b)] == [("delete", "p2")]
-    assert await redis_int(redis, keys.BACKLOG_TOTAL) == 4
-    assert await redis_int(redis, keys.stats_key(a), "accepted") == 3
-    assert await redis_int(redis, keys.stats_key(b), "accepted") == 1
+    assert await redis_int(redis, KEYS.backlog_total) == 4
+    assert await redis_int(redis, KEYS.stats(a), "accepted") == 3
+    assert await redis_int(redis, KEYS.stats(b), "accepted") == 1
 
 
 async def test_versions_monotonic_across_requests(
@@ -251,7 +251,7 @@ async def test_backlog_bound_is_429_with_retry_after(
         assert error["errors"][0]["source"] == {"pointer": "/data"}
         # Nothing of the refused request was enqueued; what fits still goes in.
         assert [p for _, p, _ in await backlog(redis, a)] == ["p0", "p1", "p2", "p3"]
-        assert await redis_int(redis, keys.BACKLOG_TOTAL) == 4
+        assert await redis_int(redis, KEYS.backlog_total) == 4
         resp = await client.post("/v2/customer_audiences", json={"data": more[:1]})
         assert resp.status == 204
 

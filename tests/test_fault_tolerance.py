@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from schemas import keys
 from schemas.settings import Settings
 from tests.bench.processes import children, environment, until, wait_for_workers
+from tests.redis_keys import KEYS
 from tests.worker_support import accept, memberships, new_audience, stats
 from worker.drain import is_drained
 
@@ -59,24 +60,24 @@ async def test_sigkilled_workers_lose_no_change(
     async with children(tmp_path) as group:
         for _ in range(KILLS):
             victim = await group.worker(env)
-            await wait_for_workers(redis, settings.queue_name, [victim])
+            await wait_for_workers(redis, KEYS, [victim])
             target = await finished(redis, audience) + 150
             await until(partial(finished_at_least, redis, audience, target), timeout_s=30)
             victim.kill()
             assert await victim.process.wait() == -signal.SIGKILL
-        assert not await is_drained(redis, settings.queue_name)
+        assert not await is_drained(redis, KEYS)
 
         survivor = await group.worker(env)
 
         async def drained() -> bool:
-            return await is_drained(redis, settings.queue_name)
+            return await is_drained(redis, KEYS)
 
         # What is left after the kills takes ~5 s at the rate, plus at most one lease.
         await until(drained, timeout_s=40, interval_s=0.2)
         assert await survivor.stop() == 0, survivor.log()
 
     assert await memberships(db, audience) == expected
-    assert await redis.llen(keys.DEAD_LETTERS) == 0  # type: ignore[misc]
+    assert await redis.llen(KEYS.dead_letters) == 0  # type: ignore[misc]
     for prefix in (keys.ARQ_JOB_PREFIX, keys.ARQ_IN_PROGRESS_PREFIX, keys.ARQ_RETRY_PREFIX):
         assert await redis.keys(prefix + "*") == []
     # Each change was dispatched once; a job a killed worker had not finished ran again, and

@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 
 from core.migrations import migrate, pending
 from schemas import keys
-from schemas.lua import source
 from schemas.settings import Settings, SettingsError
+from tests.redis_keys import KEYS, scripts
 
 
 def test_settings_defaults_and_env() -> None:
@@ -47,19 +47,16 @@ async def test_concurrent_migrations_do_not_collide(database_url: str) -> None:
 
 
 async def test_accept_assigns_monotonic_versions_across_flush(redis: aioredis.Redis) -> None:
-    script = redis.register_script(source("accept"))
-    args = ["1000", "1", "7", "2", "aR1", "dR2"]
-    key_args = [keys.VERSIONS, keys.ACTIVE_LIST, keys.ACTIVE_SET, keys.BACKLOG_TOTAL]
-    key_args += [keys.backlog_key(7), keys.stats_key(7)]
-    assert await script(keys=key_args, args=args) == [1, 2]
-    first = [keys.decode_entry(e.decode()) for e in await redis.lrange(keys.backlog_key(7), 0, -1)]  # type: ignore[misc]
+    backlogs = scripts(redis).backlogs
+    assert await backlogs.accept({7: ["aR1", "dR2"]}, max_backlog=1000) == ("accepted", 2)
+    first = [keys.decode_entry(e.decode()) for e in await redis.lrange(KEYS.backlog(7), 0, -1)]  # type: ignore[misc]
     assert [(a, p) for a, p, _ in first] == [("add", "R1"), ("delete", "R2")]
     assert first[1][2] == first[0][2] + 1
     await redis.flushdb()
-    assert await script(keys=key_args, args=args) == [1, 2]
-    second = [keys.decode_entry(e.decode()) for e in await redis.lrange(keys.backlog_key(7), 0, -1)]  # type: ignore[misc]
+    assert await backlogs.accept({7: ["aR1", "dR2"]}, max_backlog=1000) == ("accepted", 2)
+    second = [keys.decode_entry(e.decode()) for e in await redis.lrange(KEYS.backlog(7), 0, -1)]  # type: ignore[misc]
     assert second[0][2] > first[1][2]
     # Over the bound: refused whole.
-    refused = await script(keys=key_args, args=["3", "1", "7", "2", "aR1", "aR2"])
-    assert refused == [0, 2]
-    assert await redis.llen(keys.backlog_key(7)) == 2  # type: ignore[misc]
+    refused = await backlogs.accept({7: ["aR1", "aR2"]}, max_backlog=3)
+    assert refused == ("full", 2)
+    assert await redis.llen(KEYS.backlog(7)) == 2  # type: ignore[misc]

@@ -15,13 +15,14 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from schemathesis import Response
 
+from core.scripts.backlogs import accept_call
 from ingest.bodies import has_nul
-from ingest.services.changes import accept_call
 from schemas import keys, lua
 from schemas.settings import Settings
 from schemas.talon import BIGINT_MAX
 from tests import reference_specs
 from tests.fuzz_support import CDP_HEADERS, EXAMPLES, TIMEOUT_S, Edge, fuzzed_edge
+from tests.redis_keys import KEYS
 
 pytestmark = pytest.mark.timeout(TIMEOUT_S)
 
@@ -91,36 +92,36 @@ def test_accept_lua_keeps_every_change_in_order(
     client.flushdb()
     script = client.register_script(lua.source("accept"))
     for audience, last in zip(groups, last_versions, strict=False):
-        client.hset(keys.VERSIONS, str(audience), str(last))
-    client.set(keys.BACKLOG_TOTAL, queued)
-    seen = (keys.seen_key("m"), 60) if once else None
+        client.hset(KEYS.versions, str(audience), str(last))
+    client.set(KEYS.backlog_total, queued)
+    message_id = "m" if once else None
     entries = {
         a: [keys.ACTION_CODE[act] + p for act, p in changes] for a, changes in groups.items()
     }
     incoming = sum(map(len, entries.values()))
     before, started_us = _state(client), _now_us(client)
-    script_keys, args = accept_call(entries, max_backlog, seen)
+    script_keys, args = accept_call(KEYS, entries, max_backlog, message_id)
     accepted, count = cast(list[int], script(keys=script_keys, args=args))
     if queued + incoming > max_backlog:
         assert (accepted, count) == (0, queued)
         assert _state(client) == before
         return
     assert (accepted, count) == (1, incoming)
-    assert int(cast(bytes, client.get(keys.BACKLOG_TOTAL))) == queued + incoming
+    assert int(cast(bytes, client.get(KEYS.backlog_total))) == queued + incoming
     for audience, changes in groups.items():
-        raw = cast(list[bytes], client.lrange(keys.backlog_key(audience), 0, -1))
+        raw = cast(list[bytes], client.lrange(KEYS.backlog(audience), 0, -1))
         decoded = [keys.decode_entry(e.decode()) for e in raw]
         assert [(a, p) for a, p, _ in decoded] == changes
         versions = [v for _, _, v in decoded]
         last = dict(zip(groups, last_versions, strict=False)).get(audience, 0)
         assert versions[0] >= max(last + 1, started_us)
         assert versions == list(range(versions[0], versions[0] + len(changes)))
-        assert int(cast(bytes, client.hget(keys.VERSIONS, str(audience)))) == versions[-1]
-        stats = cast(bytes, client.hget(keys.stats_key(audience), "accepted"))
+        assert int(cast(bytes, client.hget(KEYS.versions, str(audience)))) == versions[-1]
+        stats = cast(bytes, client.hget(KEYS.stats(audience), "accepted"))
         assert int(stats) == len(changes)
-    active = [int(a) for a in cast(list[bytes], client.lrange(keys.ACTIVE_LIST, 0, -1))]
+    active = [int(a) for a in cast(list[bytes], client.lrange(KEYS.active_list, 0, -1))]
     assert sorted(active) == sorted(groups)
-    if seen is not None:
+    if message_id is not None:
         # The same batch again: acknowledged as seen, nothing changes.
         after = _state(client)
         assert cast(list[int], script(keys=script_keys, args=args)) == [2, 0]

@@ -19,12 +19,12 @@ import redis.asyncio as aioredis
 
 from ingest.bodies import MAX_REQUEST_LINE_BYTES
 from ingest.state import DB
-from schemas import keys
 from schemas.apikeys import new_key
 from schemas.logs import HumanFormatter, JsonFormatter, configure
 from schemas.settings import Settings
 from tests.edge_helpers import Client, auth, create_key
 from tests.process_support import free_port, json_lines, service_env, spawn, stop, wait_ready
+from tests.redis_keys import KEYS
 from tests.status_support import wait_until
 from tests.worker_support import accept, new_audience
 
@@ -192,7 +192,7 @@ async def test_worker_logs_start_each_job_and_stop(
     assert code == 0
     jobs = [line for line in lines if line.get("event") == "job"]
     assert sorted((j["job_id"], j["audience_id"], j["outcome"]) for j in jobs) == sorted(
-        (keys.job_id(audience, v), audience, "applied") for v in versions
+        (KEYS.job_id(audience, v), audience, "applied") for v in versions
     )
     assert all(j["job_try"] == 1 and j["latency_s"] >= 0 for j in jobs)
     events = [line["event"] for line in lines if line.get("logger") == "cohortsync.worker"]

@@ -10,9 +10,9 @@ import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from ingest.app import create_app
-from schemas import keys
 from schemas.settings import Settings
 from tests.edge_helpers import Client, running_edge
+from tests.redis_keys import KEYS, scripts
 from tests.status_support import (
     Samples,
     post_changes,
@@ -90,12 +90,12 @@ async def test_queue_gauges_follow_the_workload(
     assert value(before, "cohortsync_audience_pending", audience_id=str(b)) == 10
     assert value(before, "cohortsync_workers_live") == 0
     assert value(before, "cohortsync_rate_limit_per_minute") == settings.rate_limit_per_minute
-    await redis.hset(keys.CONFIG, "rate_per_minute", "0")  # type: ignore[misc]
+    await redis.hset(KEYS.config, "rate_per_minute", "0")  # type: ignore[misc]
     lifted = await scrape(client)
     assert value(lifted, "cohortsync_rate_limit_per_minute") == 0
 
     async with running_worker(settings, redis) as worker:
-        await wait_until(lambda: is_drained(redis, settings.queue_name), "the queue to drain")
+        await wait_until(lambda: is_drained(redis, KEYS), "the queue to drain")
         during = await scrape(client)
         assert value(during, "cohortsync_workers_live") == 1
         assert value(during, "cohortsync_queue_depth", state="backlog") == 0
@@ -108,7 +108,7 @@ async def test_queue_gauges_follow_the_workload(
             return state.metrics.applied == 35
 
         await wait_until(counted, "35 changes applied")
-        own = samples(await render(state.metrics, state.redis, settings))
+        own = samples(await render(state.metrics, state.scripts, settings))
         assert value(own, "cohortsync_changes_applied_total") == 35
         assert value(own, "cohortsync_changes_dropped_total", reason="stale") == 0
         assert value(own, "cohortsync_job_latency_seconds_count") == 35
@@ -125,11 +125,11 @@ async def test_a_dead_replica_is_forgotten_and_never_counted(
     client: Client, settings: Settings, redis: aioredis.Redis
 ) -> None:
     now_ms = int(time.time() * 1000)
-    expired = keys.worker_health_key(settings.queue_name, "gone:1")
-    crashed = keys.worker_health_key(settings.queue_name, "crashed:2")
-    alive = keys.worker_health_key(settings.queue_name, "alive:3")
-    await redis.zadd(keys.WORKERS, {expired: now_ms - 1000, crashed: now_ms + 60_000})
-    await redis.zadd(keys.WORKERS, {alive: now_ms + 60_000})
+    expired = KEYS.health_check("gone:1")
+    crashed = KEYS.health_check("crashed:2")
+    alive = KEYS.health_check("alive:3")
+    await redis.zadd(KEYS.workers, {expired: now_ms - 1000, crashed: now_ms + 60_000})
+    await redis.zadd(KEYS.workers, {alive: now_ms + 60_000})
     # What arq writes; the crashed replica's key has expired already.
     await redis.set(
         alive, b"Nov-28 12:00:00 j_complete=9 j_failed=0 j_retried=0 j_ongoing=7 queued=12"
@@ -137,16 +137,16 @@ async def test_a_dead_replica_is_forgotten_and_never_counted(
     await redis.set(expired, b"j_ongoing=100")
     # In flight is what runs under a lease: 7 held; 2 whose holder died and whose lease lapsed
     # are ready for any replica, like the 1 not started yet on arq's queue.
-    await redis.zadd(keys.LEASES, {f"cs:1:{v}": now_ms + 10_000 for v in range(7)})
-    await redis.zadd(keys.LEASES, {f"cs:1:{v}": now_ms - 1000 for v in range(7, 9)})
-    await redis.zadd(settings.queue_name, {"cs:1:9": now_ms - 5000})
+    await redis.zadd(KEYS.leases, {f"cs:1:{v}": now_ms + 10_000 for v in range(7)})
+    await redis.zadd(KEYS.leases, {f"cs:1:{v}": now_ms - 1000 for v in range(7, 9)})
+    await redis.zadd(KEYS.queue, {"cs:1:9": now_ms - 5000})
 
     found = await scrape(client)
     assert value(found, "cohortsync_workers_live") == 1
     assert value(found, "cohortsync_queue_depth", state="in_flight") == 7
     assert value(found, "cohortsync_queue_depth", state="ready") == 3
-    assert await redis.zscore(keys.WORKERS, expired) is None
-    assert await redis.zscore(keys.WORKERS, crashed) is not None
+    assert await redis.zscore(KEYS.workers, expired) is None
+    assert await redis.zscore(KEYS.workers, crashed) is not None
 
 
 async def test_without_redis_the_edge_still_reports_its_own_metrics(settings: Settings) -> None:
@@ -173,7 +173,7 @@ async def test_a_worker_exports_its_series_as_dashboards_and_alerts_read_them(
     metrics.dropped["stale"] += 1
     metrics.job_latency.observe(0.3)
     metrics.limiter_wait.observe(0.002)
-    text = await render(metrics, redis, settings)
+    text = await render(metrics, scripts(redis), settings)
 
     families = {f.name: f for f in text_string_to_metric_families(text)}
     assert {name: f.type for name, f in families.items()} == {
@@ -222,6 +222,6 @@ async def test_the_edge_and_a_worker_export_the_same_queue_gauges(
         return {k: v for k, v in found.items() if k[0] in queue}
 
     edge = of_queue(await scrape(client))
-    worker = of_queue(samples(await render(WorkerMetrics(), redis, settings)))
+    worker = of_queue(samples(await render(WorkerMetrics(), scripts(redis), settings)))
     assert worker == edge
     assert value(edge, "cohortsync_audience_pending", audience_id=str(a)) == 7

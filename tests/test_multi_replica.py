@@ -24,6 +24,7 @@ from tests.bench.processes import (
     until,
     wait_for_workers,
 )
+from tests.redis_keys import KEYS
 from tests.status_support import samples, value
 from tests.worker_support import accept, memberships, new_audience
 from worker.drain import is_drained
@@ -68,7 +69,7 @@ async def start_replicas(
             )
         )
         replicas.append(Replica(child, port))
-    await wait_for_workers(redis, settings.queue_name, [r.child for r in replicas])
+    await wait_for_workers(redis, KEYS, [r.child for r in replicas])
     return replicas
 
 
@@ -116,10 +117,10 @@ async def test_three_replicas_drain_exactly_within_the_shared_rate(
         assert limited <= rate_per_minute / 60 * elapsed_s + BURST + 20
 
         # Lift the limit for the rest, so the test does not wait a minute.
-        await redis.hset(keys.CONFIG, "rate_per_minute", "0")  # type: ignore[misc]
+        await redis.hset(KEYS.config, "rate_per_minute", "0")  # type: ignore[misc]
 
         async def drained() -> bool:
-            return await is_drained(redis, settings.queue_name)
+            return await is_drained(redis, KEYS)
 
         await until(drained, timeout_s=60, interval_s=0.1)
         per_replica = await finished(http, replicas)
@@ -131,7 +132,7 @@ async def test_three_replicas_drain_exactly_within_the_shared_rate(
     # Every change ran to the end exactly once, and all three replicas took part.
     assert sum(per_replica) == len(sent)
     assert min(per_replica) > 0, per_replica
-    assert await redis.llen(keys.DEAD_LETTERS) == 0  # type: ignore[misc]
+    assert await redis.llen(KEYS.dead_letters) == 0  # type: ignore[misc]
 
 
 async def test_runtime_rate_change_reaches_running_replicas(

@@ -21,6 +21,7 @@ from schemas import keys
 from schemas.settings import Settings
 from tests.edge_helpers import auth, backlog, create_key
 from tests.process_support import free_port, service_env, spawn, stop, wait_ready
+from tests.redis_keys import KEYS
 from tests.status_support import wait_until
 from tests.worker_support import accept, memberships, new_audience, stats
 from worker.drain import run_until_drained
@@ -136,11 +137,11 @@ async def test_worker_sigterm_mid_drain_loses_nothing(
     # Each change counted once: applied, or dropped when it re-ran after its row committed.
     assert counters["accepted"] == 360
     assert counters.get("applied", 0) + counters.get("dropped", 0) == 360
-    assert await arq_leftovers(redis, settings.queue_name) == []
+    assert await arq_leftovers(redis) == []
 
 
-async def arq_leftovers(redis: aioredis.Redis, queue_name: str) -> list[Any]:
+async def arq_leftovers(redis: aioredis.Redis) -> list[Any]:
     """Jobs still on arq's queue and job keys left behind."""
-    queued: list[Any] = await redis.zrange(queue_name, 0, -1)
+    queued: list[Any] = await redis.zrange(KEYS.queue, 0, -1)
     job_keys = [k async for k in redis.scan_iter(match=keys.ARQ_JOB_PREFIX + "*")]
     return list(itertools.chain(queued, job_keys))

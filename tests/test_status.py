@@ -9,11 +9,11 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from schemas import keys
 from schemas.settings import Settings
 from schemas.status import AudienceCounts, QueueSnapshot, build_status, finish_times_s
 from tests.admin_helpers import Admin
 from tests.edge_helpers import Client, auth, create_key
+from tests.redis_keys import KEYS
 from tests.status_support import post_changes, running_worker, wait_until
 from tests.worker_support import new_audience
 from worker.drain import is_drained
@@ -150,9 +150,9 @@ async def test_measured_rate_and_live_workers_after_a_drain(
     audience = await new_audience(db, "Drained")
     await post_changes(client, [(audience, "add", f"p{i}") for i in range(30)])
     # No limit: estimates use the rate measured over the last minute.
-    await redis.hset(keys.CONFIG, "rate_per_minute", "0")  # type: ignore[misc]
+    await redis.hset(KEYS.config, "rate_per_minute", "0")  # type: ignore[misc]
     async with running_worker(settings, redis):
-        await wait_until(lambda: is_drained(redis, settings.queue_name), "the queue to drain")
+        await wait_until(lambda: is_drained(redis, KEYS), "the queue to drain")
 
         async def measured() -> bool:
             # A second counts once it is over.

@@ -13,9 +13,9 @@ import pytest
 import redis.asyncio as aioredis
 from arq import Retry
 
-from schemas import keys
 from schemas.jobs import Change, DeadLetter
 from schemas.settings import Settings
+from tests.redis_keys import KEYS
 from tests.tcp_proxy import TcpProxy
 from tests.worker_support import memberships, new_audience
 from worker.changes import apply_change
@@ -47,9 +47,9 @@ async def test_second_run_of_a_job_finds_its_change_stored(state: WorkerState, d
     # A replica that committed a change and died before finishing the job: the re-run finds
     # exactly this version stored, so it reports applied (counted once, when the job finishes).
     a = await new_audience(db)
-    assert await apply_change(job(state), a, "p1", True, 100) is True
+    assert await apply_change(job(state), Change(a, "p1", True, 100)) is True
     before = await memberships(db, a)
-    assert await apply_change(job(state), a, "p1", True, 100) is True
+    assert await apply_change(job(state), Change(a, "p1", True, 100)) is True
     assert await memberships(db, a) == before == {"p1": (True, 100)}
     assert state.outcomes == {"cs:test": Finished(a, "applied")}
 
@@ -58,8 +58,8 @@ async def test_newer_delete_wins_over_older_add_applied_later(
     state: WorkerState, db: Any, redis: aioredis.Redis
 ) -> None:
     a = await new_audience(db)
-    assert await apply_change(job(state, "cs:new"), a, "p1", False, 200) is True
-    assert await apply_change(job(state, "cs:old"), a, "p1", True, 100) is False
+    assert await apply_change(job(state, "cs:new"), Change(a, "p1", False, 200)) is True
+    assert await apply_change(job(state, "cs:old"), Change(a, "p1", True, 100)) is False
     assert await memberships(db, a) == {"p1": (False, 200)}
     # The worker counts these when it finishes each job (tests/test_worker_leases.py).
     assert state.outcomes == {"cs:new": Finished(a, "applied"), "cs:old": Finished(a, "dropped")}
@@ -72,9 +72,9 @@ async def test_changes_before_a_clear_or_for_a_deleted_audience_are_dropped(
     deleted = await new_audience(db, "deleted")
     await db.execute("UPDATE audiences SET cleared_version = 500 WHERE id = $1", cleared)
     await db.execute("UPDATE audiences SET deleted_at = now() WHERE id = $1", deleted)
-    assert await apply_change(job(state), cleared, "p1", True, 499) is False
-    assert await apply_change(job(state), deleted, "p1", True, 501) is False
-    assert await apply_change(job(state), cleared, "p2", True, 501) is True
+    assert await apply_change(job(state), Change(cleared, "p1", True, 499)) is False
+    assert await apply_change(job(state), Change(deleted, "p1", True, 501)) is False
+    assert await apply_change(job(state), Change(cleared, "p2", True, 501)) is True
     assert await memberships(db, cleared) == {"p2": (True, 501)}
     assert await memberships(db, deleted) == {}
 
@@ -105,9 +105,9 @@ async def test_a_bad_row_goes_to_dead_letters_alone(
     a = await new_audience(db)
     # Postgres text cannot hold NUL: this change fails the same way on every try.
     results = await asyncio.gather(
-        apply_change(job(state, "cs:1:1"), a, "good1", True, 1),
-        apply_change(job(state, "cs:1:2"), a, "bad\x00id", True, 2),
-        apply_change(job(state, "cs:1:3"), a, "good2", True, 3),
+        apply_change(job(state, "cs:1:1"), Change(a, "good1", True, 1)),
+        apply_change(job(state, "cs:1:2"), Change(a, "bad\x00id", True, 2)),
+        apply_change(job(state, "cs:1:3"), Change(a, "good2", True, 3)),
     )
     assert list(results) == [True, False, True]
     assert set(await memberships(db, a)) == {"good1", "good2"}
@@ -123,7 +123,7 @@ async def test_a_bad_row_goes_to_dead_letters_alone(
 async def test_malformed_job_arguments_go_to_dead_letters(
     state: WorkerState, redis: aioredis.Redis
 ) -> None:
-    assert await apply_change(job(state, "cs:x"), "7", "p", True, 1) is False  # type: ignore[arg-type]
+    assert await apply_change(job(state, "cs:x"), ["7", "p", True, 1]) is False
     finished = state.outcomes["cs:x"]
     assert (finished.audience_id, finished.outcome) == (7, "dead")
     assert msgspec.json.decode(finished.letter, type=DeadLetter).args == ["7", "p", True, 1]
@@ -144,7 +144,7 @@ async def test_postgres_away_keeps_the_batch_and_commits_when_it_is_back(
     )
     try:
         await proxy.down()  # open connections reset, new ones refused
-        applying = asyncio.create_task(apply_change(job(state), a, "p", True, 1))
+        applying = asyncio.create_task(apply_change(job(state), Change(a, "p", True, 1)))
         await asyncio.sleep(3)
         assert not applying.done()
         assert state.applier.problem is not None
@@ -154,7 +154,7 @@ async def test_postgres_away_keeps_the_batch_and_commits_when_it_is_back(
     finally:
         await state.close()
         await proxy.down()
-    assert await redis.llen(keys.DEAD_LETTERS) == 0
+    assert await redis.llen(KEYS.dead_letters) == 0
     assert await memberships(db, a) == {"p": (True, 1)}
     assert state.outcomes == {"cs:test": Finished(a, "applied")}
 
@@ -170,9 +170,9 @@ async def test_postgres_away_past_the_job_budget_gives_the_job_back(
     await broken.db.close()
     try:
         with pytest.raises(Retry):
-            await apply_change(job(broken), a, "p", True, 1)
+            await apply_change(job(broken), Change(a, "p", True, 1))
     finally:
         await broken.close()
     assert broken.outcomes == {}
-    assert await redis.llen(keys.DEAD_LETTERS) == 0  # type: ignore[misc]
+    assert await redis.llen(KEYS.dead_letters) == 0  # type: ignore[misc]
     assert await memberships(db, a) == {}

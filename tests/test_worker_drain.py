@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 
 from schemas import keys
 from schemas.settings import Settings
+from tests.redis_keys import KEYS, scripts
 from tests.worker_support import accept, clear, memberships, new_audience, stats
 from worker.dispatcher import Dispatcher
 from worker.drain import is_drained, run_until_drained
@@ -39,7 +40,7 @@ async def test_drain_applies_adds_and_deletes(
         "x:1": True,
         "x:2": True,
     }
-    assert await is_drained(redis, settings.queue_name)
+    assert await is_drained(redis, KEYS)
     # Nothing of the jobs is left behind in Redis, and nothing got a TTL-less leftover key.
     assert await redis.keys(keys.ARQ_JOB_PREFIX + "*") == []
     assert await redis.keys(keys.ARQ_IN_PROGRESS_PREFIX + "*") == []
@@ -76,7 +77,7 @@ async def test_clear_drops_older_backlog_entries(
     # Older than the clear: some already on arq's queue, some still in the backlog.
     await accept(redis, a, [("add", f"old{i}") for i in range(30)])
     small = settings.with_changes(dispatch_batch=10, dispatch_quantum=10)
-    assert (await Dispatcher(redis, small).dispatch_once()).created == 10
+    assert (await Dispatcher(scripts(redis), small).dispatch_once()).created == 10
     cleared = await clear(db, redis, a)
     newer = await accept(redis, a, [("add", "new1"), ("add", "old3")])
     assert min(newer) > cleared
@@ -97,7 +98,7 @@ async def test_clear_with_nothing_newer_drops_the_whole_backlog(
     a = await new_audience(db)
     await accept(redis, a, [("add", f"p{i}") for i in range(20)])
     await clear(db, redis, a)
-    assert await redis.llen(keys.backlog_key(a)) == 0  # type: ignore[misc]
+    assert await redis.llen(KEYS.backlog(a)) == 0  # type: ignore[misc]
 
     await run_until_drained(unlimited(settings), timeout_s=30)
 
@@ -112,7 +113,7 @@ async def test_deleted_audience_changes_are_dropped(
     await accept(redis, a, [("add", f"p{i}") for i in range(10)])
     await accept(redis, b, [("add", "q")])
     # Dispatch everything first, so the drop happens in Postgres rather than in the backlog.
-    assert (await Dispatcher(redis, settings).dispatch_once()).created == 11
+    assert (await Dispatcher(scripts(redis), settings).dispatch_once()).created == 11
     await clear(db, redis, a, delete=True)
     # A change accepted after the delete (the edge refuses those, but a race can let one in).
     await accept(redis, a, [("add", "late")])
@@ -131,7 +132,7 @@ async def test_small_audience_is_not_stuck_behind_a_large_one(
     await accept(redis, large, [("add", f"l{i}") for i in range(1500)])
     fair = settings.with_changes(rate_limit_per_minute=0, dispatch_watermark=50)
     # The large audience is already on arq's queue when the small one arrives.
-    assert (await Dispatcher(redis, fair).dispatch_once()).created == 50
+    assert (await Dispatcher(scripts(redis), fair).dispatch_once()).created == 50
     await accept(redis, small, [("add", f"s{i}") for i in range(20)])
 
     await run_until_drained(fair, timeout_s=60)
@@ -159,18 +160,18 @@ async def test_dispatch_keeps_arq_queue_at_the_watermark(
     shallow = settings.with_changes(
         rate_limit_per_minute=6000, dispatch_watermark=40, dispatch_batch=15
     )
-    dispatcher = Dispatcher(redis, shallow)
+    dispatcher = Dispatcher(scripts(redis), shallow)
     for _ in range(5):
         await dispatcher.dispatch_once()
-    assert await redis.zcard(shallow.queue_name) == 40
+    assert await redis.zcard(KEYS.queue) == 40
     assert (await dispatcher.dispatch_once()).created == 0
 
     # With a worker (and its dispatcher) running, the queue never grows past the watermark.
     drain = asyncio.create_task(run_until_drained(shallow, timeout_s=60))
     depths: list[int] = []
     while len(depths) < 100 or not await memberships(db, a):
-        depths.append(await redis.zcard(shallow.queue_name))
-        assert await redis.llen(keys.backlog_key(a)) > 0  # type: ignore[misc]
+        depths.append(await redis.zcard(KEYS.queue))
+        assert await redis.llen(KEYS.backlog(a)) > 0  # type: ignore[misc]
         await asyncio.sleep(0.01)
     drain.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -184,7 +185,7 @@ async def test_watermark_follows_the_rate_in_force(
 ) -> None:
     rate = 1000
 
-    dispatcher = Dispatcher(redis, settings, rate_per_minute=lambda: rate)
+    dispatcher = Dispatcher(scripts(redis), settings, rate_per_minute=lambda: rate)
     # A few seconds of work at the rate, at least a floor, at most the configured watermark.
     assert dispatcher.watermark() == 50
     rate = 6000

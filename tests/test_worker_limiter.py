@@ -9,15 +9,15 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from schemas import keys
 from schemas.settings import Settings
 from tests.process_support import health_keys, service_env, spawn, stop
+from tests.redis_keys import KEYS, scripts
 from tests.worker_support import accept, new_audience
 from worker.limiter import Limiter
 
 
 async def test_concurrent_acquisitions_share_one_round_trip(redis: aioredis.Redis) -> None:
-    limiter = Limiter(redis, rate_per_minute=600_000, burst=0)
+    limiter = Limiter(scripts(redis).limiter, rate_per_minute=600_000, burst=0)
     await limiter.acquire()  # learns the rate in force
     await asyncio.gather(*(limiter.acquire() for _ in range(50)))
     assert limiter.calls == 2
@@ -25,8 +25,8 @@ async def test_concurrent_acquisitions_share_one_round_trip(redis: aioredis.Redi
 
 
 async def test_lifted_limit_is_not_asked_for_every_job(redis: aioredis.Redis) -> None:
-    limiter = Limiter(redis, rate_per_minute=1000, burst=0)
-    await redis.hset(keys.CONFIG, "rate_per_minute", "0")  # type: ignore[misc]
+    limiter = Limiter(scripts(redis).limiter, rate_per_minute=1000, burst=0)
+    await redis.hset(KEYS.config, "rate_per_minute", "0")  # type: ignore[misc]
     for _ in range(50):
         await limiter.acquire()
     assert (limiter.calls, limiter.rate_per_minute) == (1, 0)
@@ -34,7 +34,7 @@ async def test_lifted_limit_is_not_asked_for_every_job(redis: aioredis.Redis) ->
 
 
 async def test_slots_are_spaced_by_the_rate(redis: aioredis.Redis) -> None:
-    limiter = Limiter(redis, rate_per_minute=60_000, burst=0)
+    limiter = Limiter(scripts(redis).limiter, rate_per_minute=60_000, burst=0)
     first = await limiter.reserve(5)
     second = await limiter.reserve(1)
     assert first.interval_s == second.interval_s == 0.001
@@ -44,12 +44,12 @@ async def test_slots_are_spaced_by_the_rate(redis: aioredis.Redis) -> None:
 
 
 async def test_config_hash_changes_the_rate_at_runtime(redis: aioredis.Redis) -> None:
-    limiter = Limiter(redis, rate_per_minute=600, burst=5)
+    limiter = Limiter(scripts(redis).limiter, rate_per_minute=600, burst=5)
     assert (await limiter.reserve(1)).rate_per_minute == 600
-    await redis.hset(keys.CONFIG, "rate_per_minute", "6000")  # type: ignore[misc]
+    await redis.hset(KEYS.config, "rate_per_minute", "6000")  # type: ignore[misc]
     grant = await limiter.reserve(1)
     assert (grant.rate_per_minute, grant.interval_s) == (6000, 0.01)
-    await redis.hset(keys.CONFIG, "rate_per_minute", "0")  # type: ignore[misc]
+    await redis.hset(KEYS.config, "rate_per_minute", "0")  # type: ignore[misc]
     assert tuple(await limiter.reserve(100)) == (0.0, 0.0, 0)
     assert limiter.rate_per_minute == 0
     await limiter.close()
@@ -57,7 +57,7 @@ async def test_config_hash_changes_the_rate_at_runtime(redis: aioredis.Redis) ->
 
 async def test_waiters_get_consecutive_slots(redis: aioredis.Redis) -> None:
     # 6000/min: 20 waiters need about 190 ms after the first slot; sleeping, not failing.
-    limiter = Limiter(redis, rate_per_minute=6000, burst=0)
+    limiter = Limiter(scripts(redis).limiter, rate_per_minute=6000, burst=0)
     loop = asyncio.get_running_loop()
     done: list[float] = []
 
@@ -91,7 +91,7 @@ async def test_rate_holds_across_worker_processes(
         try:
             # Each replica keeps its own health key while it runs.
             while (
-                health := await health_keys(redis, settings.queue_name, [w.pid for w in workers])
+                health := await health_keys(redis, KEYS, [w.pid for w in workers])
             ) is None or await redis.exists(*health) < 2:
                 assert all(w.returncode is None for w in workers)
                 await asyncio.sleep(0.05)

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from schemas.settings import Settings
 from tests.process_support import ROOT, free_port, health_keys, service_env, spawn, stop
+from tests.redis_keys import KEYS
 from tests.status_support import samples, value
 from tests.tcp_proxy import TcpProxy
 from tests.worker_support import accept, new_audience
@@ -75,7 +76,7 @@ async def test_worker_serves_probes_and_metrics_and_stops_on_sigterm(
         health = ""
         try:
             while (
-                (found := await health_keys(redis, settings.queue_name, [worker.pid])) is None
+                (found := await health_keys(redis, KEYS, [worker.pid])) is None
                 or not await redis.exists(health := found[0])
                 or await db.fetchval(
                     "SELECT count(*) FROM memberships WHERE audience_id = $1", audience

@@ -13,13 +13,14 @@ from arq.connections import create_pool
 from arq.worker import func
 
 from deploy import embedded
-from schemas import keys
+from schemas.keys import Keys
 from schemas.settings import Settings
 from tests.status_support import running_worker, wait_until
 from worker.app import ChangeWorker, redis_settings
 from worker.errors import raise_if_cancelled
 
-QUEUE = "resilience-test:queue"
+KEYS = Keys("resilience-test")
+QUEUE = KEYS.queue
 
 
 class HoldingWorker(ChangeWorker):
@@ -39,11 +40,12 @@ async def test_claims_fill_the_room_and_never_more(
     now_ms = int(time.time() * 1000)
     await redis.zadd(QUEUE, {f"free{i}": now_ms - 50 + i for i in range(10)})
     # Another replica runs 1,000 jobs: they are off the queue, so they cost this claim nothing.
-    await redis.zadd(keys.LEASES, {f"held{i}": now_ms + 60_000 for i in range(1000)})
+    await redis.zadd(KEYS.leases, {f"held{i}": now_ms + 60_000 for i in range(1000)})
     pool = await create_pool(redis_settings(settings))
     worker = HoldingWorker(
         functions=[func(noop, name="noop")],
         redis_pool=pool,
+        keys=KEYS,
         queue_name=QUEUE,
         max_jobs=4,
         handle_signals=False,
@@ -52,7 +54,7 @@ async def test_claims_fill_the_room_and_never_more(
         await worker._claim_and_start()
         assert sorted(worker.unfinished()) == ["free0", "free1", "free2", "free3"]
         assert await redis.zcard(QUEUE) == 6
-        assert await redis.zcard(keys.LEASES) == 1004
+        assert await redis.zcard(KEYS.leases) == 1004
     finally:
         runners = list(worker.unfinished().values())
         for task in runners:

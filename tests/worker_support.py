@@ -8,9 +8,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ingest.services.audiences import clear_or_delete
-from ingest.services.changes import accept_call
-from ingest.state import Scripts
 from schemas import keys
+from tests.redis_keys import KEYS, scripts
 
 Changes = Sequence[tuple[keys.Action, str]]
 
@@ -27,17 +26,17 @@ async def new_audience(db: Any, name: str = "cohort") -> int:
 async def accept(redis: aioredis.Redis, audience_id: int, changes: Changes) -> list[int]:
     """Append changes to an audience's backlog as the edge does (accept.lua); returns their
     versions."""
-    before = await redis.llen(keys.backlog_key(audience_id))  # type: ignore[misc]
+    before = await redis.llen(KEYS.backlog(audience_id))  # type: ignore[misc]
     entries = [keys.ACTION_CODE[action] + profile for action, profile in changes]
-    script_keys, args = accept_call({audience_id: entries}, max_backlog=10**12)
-    assert await Scripts(redis).accept(keys=script_keys, args=args) == [1, len(changes)]
-    queued = await redis.lrange(keys.backlog_key(audience_id), before, -1)  # type: ignore[misc]
+    accepted = await scripts(redis).backlogs.accept({audience_id: entries}, max_backlog=10**12)
+    assert accepted == ("accepted", len(changes))
+    queued = await redis.lrange(KEYS.backlog(audience_id), before, -1)  # type: ignore[misc]
     return [keys.decode_entry(e.decode())[2] for e in queued]
 
 
 async def clear(db: Any, redis: aioredis.Redis, audience_id: int, *, delete: bool = False) -> int:
     """The edge's own DELETE .../memberships (or of the audience): returns the clear's version."""
-    version = await clear_or_delete(db, Scripts(redis), audience_id, delete=delete)
+    version = await clear_or_delete(db, scripts(redis), audience_id, delete=delete)
     assert version is not None, f"audience {audience_id} is not live"
     return version
 
@@ -51,5 +50,5 @@ async def memberships(db: Any, audience_id: int) -> dict[str, tuple[bool, int]]:
 
 
 async def stats(redis: aioredis.Redis, audience_id: int) -> dict[str, int]:
-    raw = await redis.hgetall(keys.stats_key(audience_id))  # type: ignore[misc]
+    raw = await redis.hgetall(KEYS.stats(audience_id))  # type: ignore[misc]
     return {k.decode(): int(v) for k, v in raw.items()}

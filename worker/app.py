@@ -19,13 +19,15 @@ from arq.worker import func
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from schemas import jobs, keys
+from core.scripts import Scripts
+from schemas import jobs
 from schemas.jobs import DeadLetter
+from schemas.keys import APPLY_FUNCTION, Keys, parse_job_id
 from schemas.settings import Settings
 from worker.arq_internals import ArqWorker
 from worker.changes import apply_change
 from worker.errors import describe, raise_if_cancelled
-from worker.leases import RENEW_EVERY_S, Finished, Leases
+from worker.leases import RENEW_EVERY_S, Finished
 from worker.state import STATE_KEY, WorkerState
 
 logger = logging.getLogger(__name__)
@@ -78,8 +80,8 @@ def replica_name() -> str:
 
 
 class ChangeWorker(ArqWorker):
-    """arq's worker, holding the jobs it runs by leases (``worker.leases``) and riding out Redis
-    outages.
+    """arq's worker for the deployment ``keys``, holding the jobs it runs by leases
+    (``core/scripts/leases.py``) and riding out Redis outages.
 
     arq marks a running job with an in-progress key that lives for the job timeout plus 10 s,
     so a replica that dies holds its jobs for minutes; here a job is held by a lease its replica
@@ -89,7 +91,7 @@ class ChangeWorker(ArqWorker):
     reports the outage until Redis answers again.
     """
 
-    _leases: Leases | None = None
+    _scripts: Scripts | None = None
     _renewing: asyncio.Task[None] | None = None
     _registered_at_s = 0.0
     # Monotonic time of the last poll that reached Redis, and why the last one did not.
@@ -98,18 +100,20 @@ class ChangeWorker(ArqWorker):
     _redis_problem: str | None = None
     _redis_failures = 0
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, keys: Keys, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.keys = keys
         # Job id -> the score it was claimed with, while it runs (arq defers relative to it).
         self._scores: dict[str, int] = {}
         # Set by stop_worker: the loops end at their next turn even if a cancellation got lost.
         self.stopping = False
 
     @property
-    def leases(self) -> Leases:
-        if self._leases is None:
-            self._leases = Leases(self.pool, self.queue_name)
-        return self._leases
+    def scripts(self) -> Scripts:
+        """The Lua scripts on arq's pool (the jobs' ``ctx["redis"]``), registered once."""
+        if self._scripts is None:
+            self._scripts = Scripts(self.pool, self.keys)
+        return self._scripts
 
     @property
     def started(self) -> bool:
@@ -152,7 +156,7 @@ class ChangeWorker(ArqWorker):
             self._renewing = asyncio.create_task(self._renew_leases(), name="cohortsync-leases")
 
     async def _claim_and_start(self) -> None:
-        claimed = await self.leases.claim(self.room)
+        claimed = await self.scripts.leases.claim(self.room)
         for job in claimed:
             self._scores[job.job_id] = job.score
             await self.start_job(job.job_id, job.score)  # never waits: at most room were claimed
@@ -164,7 +168,7 @@ class ChangeWorker(ArqWorker):
             await asyncio.sleep(RENEW_EVERY_S)
             running = list(self.unfinished())
             try:
-                await self.leases.renew(running)
+                await self.scripts.leases.renew(running)
             except REDIS_UNREACHABLE as e:
                 raise_if_cancelled(e)
                 # Renewed at the next turn; a lease that lapses meanwhile only means that
@@ -185,11 +189,11 @@ class ChangeWorker(ArqWorker):
     async def job_ended(self, job_id: str, *, finished: bool, incr_score_ms: int | None) -> None:
         outcome = self._outcomes().pop(job_id, None)
         if finished and outcome is not None:
-            await self.leases.finish(job_id, *outcome)
+            await self.scripts.leases.finish(job_id, *outcome)
         else:
             # Retried, cancelled, or (arq's own job timeout) failed without an outcome: the
             # change goes back to the queue, never lost.
-            await self.leases.retry(
+            await self.scripts.leases.retry(
                 job_id, incr_score_ms or (0 if not finished else UNFINISHED_DEFER_MS)
             )
 
@@ -197,22 +201,22 @@ class ChangeWorker(ArqWorker):
         """arq gives up on a job it cannot run (its payload unreadable, its function unknown to
         this version, or its key gone because another run finished it): kept as a dead letter
         and counted, unless another run had finished it."""
-        audience_id, _ = keys.parse_job_id(job_id)
+        audience_id, _ = parse_job_id(job_id)
         letter = DeadLetter(job_id, [], "arq could not run the job", int(time.time() * 1000))
-        await self.leases.finish(job_id, audience_id, "dead", _encode_letter(letter))
+        await self.scripts.leases.finish(job_id, audience_id, "dead", _encode_letter(letter))
 
     async def _register(self) -> None:
         """This replica's entry in the registry that readers count live replicas from
-        (``keys.WORKERS``), kept until two refreshes were missed, and the rate it enforces by
+        (``Keys.workers``), kept until two refreshes were missed, and the rate it enforces by
         default, which status reports when no override is set."""
         now_s = time.time()
         if now_s - self._registered_at_s >= HEALTH_CHECK_INTERVAL_S:
             self._registered_at_s = now_s
             forget_at_ms = int((now_s + 2 * HEALTH_CHECK_INTERVAL_S + 1) * 1000)
             async with self.pool.pipeline(transaction=False) as pipe:
-                pipe.zadd(keys.WORKERS, {self.health_check_key: forget_at_ms})
+                pipe.zadd(self.keys.workers, {self.health_check_key: forget_at_ms})
                 if (state := self.ctx.get(STATE_KEY)) is not None:
-                    pipe.hset(keys.CONFIG, mapping=state.limiter.defaults_in_config())
+                    pipe.hset(self.keys.config, mapping=state.limiter.defaults_in_config())
                 await pipe.execute()
 
     async def close(self) -> None:
@@ -243,6 +247,7 @@ class ChangeWorker(ArqWorker):
 
 def create_worker(settings: Settings, **overrides: Any) -> ChangeWorker:
     """An arq ``Worker`` that dispatches backlogs and applies changes; ``overrides`` go to arq."""
+    keys = Keys(settings.queue_name)
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         # arq sets no socket timeout: a partition that resets nothing would hang a call for
@@ -250,7 +255,7 @@ def create_worker(settings: Settings, **overrides: Any) -> ChangeWorker:
         pool = ctx["redis"].connection_pool
         pool.connection_kwargs["socket_timeout"] = REDIS_SOCKET_TIMEOUT_S
         await pool.disconnect()
-        ctx[STATE_KEY] = await WorkerState.open(settings, ctx["redis"])
+        ctx[STATE_KEY] = await WorkerState.open(settings, ctx["redis"], scripts=worker.scripts)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         state = ctx.pop(STATE_KEY, None)
@@ -261,12 +266,13 @@ def create_worker(settings: Settings, **overrides: Any) -> ChangeWorker:
         "functions": [
             func(
                 cast(WorkerCoroutine, apply_change),
-                name=keys.APPLY_FUNCTION,
+                name=APPLY_FUNCTION,
                 timeout=settings.job_timeout_s,
                 max_tries=MAX_TRIES,
             )
         ],
-        "queue_name": settings.queue_name,
+        "keys": keys,
+        "queue_name": keys.queue,
         "redis_settings": redis_settings(settings),
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
@@ -280,11 +286,12 @@ def create_worker(settings: Settings, **overrides: Any) -> ChangeWorker:
         # Each look reads past every job already running to the ones waiting to start.
         "queue_read_limit": max(settings.worker_max_jobs * 5, settings.dispatch_watermark * 2),
         "health_check_interval": HEALTH_CHECK_INTERVAL_S,
-        "health_check_key": keys.worker_health_key(settings.queue_name, replica_name()),
+        "health_check_key": keys.health_check(replica_name()),
         "log_results": False,
     }
     options.update(overrides)
-    return ChangeWorker(**options)
+    worker = ChangeWorker(**options)
+    return worker
 
 
 async def stop_worker(

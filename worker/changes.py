@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import msgspec
 from arq import Retry
 
-from schemas import keys
 from schemas.jobs import Change, DeadLetter
 from worker import logs
 from worker.errors import backoff_s, describe, is_retried
@@ -26,22 +26,22 @@ _last_transient_log = 0.0
 _encode = msgspec.json.Encoder().encode
 
 
-async def apply_change(
-    ctx: JobContext, audience_id: int, profile_id: str, member: bool, version: int
-) -> bool:
+async def apply_change(ctx: JobContext, change: Change | list[Any]) -> bool:
     """Apply one change; True if the stored state is this change, False if it was stale or dead.
 
+    ``change`` is a list only when the job's payload held something that is not a change
+    (``schemas.jobs.deserialize_job``): it is dead-lettered as it is.
     Transient failures raise ``arq.Retry`` with back-off; arq never gives up on them
-    (``max_tries`` is effectively unbounded). Permanent ones go to ``cs:dead`` once, with the
-    reason. The outcome is left in ``state.outcomes`` for the worker, which counts it when it
+    (``max_tries`` is effectively unbounded). Permanent ones go to the dead letters once, with
+    the reason. The outcome is left in ``state.outcomes`` for the worker, which counts it when it
     finishes the job (a re-run of a job whose change was committed finds it stored: applied).
     """
     state = ctx["cohortsync"]
-    args = [audience_id, profile_id, member, version]
     loop = asyncio.get_running_loop()
     budget = asyncio.timeout(state.job_budget_s)
     try:
-        change = msgspec.convert(args, Change)
+        if not isinstance(change, Change):
+            change = msgspec.convert(change, Change)
         async with budget:
             started = loop.time()
             await state.limiter.acquire()
@@ -55,17 +55,19 @@ async def apply_change(
             _log_transient(e)
             raise Retry(defer=backoff_s(ctx["job_try"])) from e
         logger.error(
-            "change %s failed permanently, kept in %s: %s",
+            "change %s failed permanently, kept in the dead letters: %s",
             ctx["job_id"],
-            keys.DEAD_LETTERS,
             describe(e),
         )
+        args = _as_args(change)
+        audience_id = _audience(args[0] if args else None)
         # Kept by the worker when it finishes the job, in the step that counts it (once).
         letter = DeadLetter(ctx["job_id"], args, describe(e), int(time.time() * 1000))
-        state.outcomes[ctx["job_id"]] = Finished(_audience(audience_id), "dead", _encode(letter))
+        state.outcomes[ctx["job_id"]] = Finished(audience_id, "dead", _encode(letter))
         state.metrics.dropped["dead_letter"] += 1
         _log_finished(ctx, audience_id, "dead_letter")
         return False
+    audience_id = change.audience_id
     state.outcomes[ctx["job_id"]] = Finished(audience_id, "applied" if applied else "dropped")
     latency_s = _log_finished(ctx, audience_id, "applied" if applied else "stale")
     if applied:
@@ -80,6 +82,14 @@ def _log_finished(ctx: JobContext, audience_id: int, outcome: logs.Outcome) -> f
     latency_s = time.time() - ctx["enqueue_time"].timestamp()
     logs.job_finished(ctx["job_id"], audience_id, outcome, ctx["job_try"], latency_s)
     return latency_s
+
+
+def _as_args(change: object) -> list[Any]:
+    """A change as a dead letter keeps it: its fields, or what the job held instead."""
+    if isinstance(change, Change):
+        fields: list[Any] = msgspec.to_builtins(change)
+        return fields
+    return change if isinstance(change, list) else [change]
 
 
 def _audience(value: object) -> int:

@@ -7,12 +7,9 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable
-from typing import NamedTuple
 
-from redis.asyncio import Redis
-
-from schemas import keys
-from schemas.lua import source
+from core.scripts import Scripts
+from core.scripts.dispatch import DispatchResult
 from schemas.settings import Settings
 from worker.errors import describe, raise_if_cancelled
 from worker.metrics import WorkerMetrics
@@ -30,44 +27,20 @@ QUEUED_S = 3.0
 MIN_WATERMARK = 50
 
 
-class DispatchResult(NamedTuple):
-    """The reply of one ``dispatch.lua`` call."""
-
-    created: int
-    dropped: int
-    ready_before: int
-    backlog_total: int
-
-
 class Dispatcher:
-    """One per replica; ``dispatch.lua`` is atomic, so any number may run against one Redis."""
+    """One per replica; ``dispatch.lua`` is atomic and checks what it was told, so any number
+    may run against one Redis."""
 
     def __init__(
         self,
-        redis: Redis,
+        scripts: Scripts,
         settings: Settings,
         metrics: WorkerMetrics | None = None,
         rate_per_minute: Callable[[], int] | None = None,
     ) -> None:
-        self._script = redis.register_script(source("dispatch"))
-        self._keys = [
-            settings.queue_name,
-            keys.ACTIVE_LIST,
-            keys.ACTIVE_SET,
-            keys.CLEARED,
-            keys.BACKLOG_TOTAL,
-            keys.LEASES,
-        ]
-        self._args: list[str | int] = [
-            settings.dispatch_watermark,
-            settings.dispatch_batch,
-            settings.dispatch_quantum,
-            keys.BACKLOG_PREFIX,
-            keys.STATS_PREFIX,
-            keys.ARQ_JOB_PREFIX,
-            keys.APPLY_FUNCTION,
-        ]
+        self._dispatch = scripts.dispatch
         self._batch = settings.dispatch_batch
+        self._quantum = settings.dispatch_quantum
         self._max_watermark = settings.dispatch_watermark
         self._rate = rate_per_minute or (lambda: settings.rate_limit_per_minute)
         self._metrics = metrics or WorkerMetrics()
@@ -83,9 +56,7 @@ class Dispatcher:
         return min(self._max_watermark, max(MIN_WATERMARK, math.ceil(rate / 60 * QUEUED_S)))
 
     async def dispatch_once(self) -> DispatchResult:
-        self._args[0] = self.watermark()
-        reply = await self._script(keys=self._keys, args=self._args)
-        result = DispatchResult(*(int(x) for x in reply))
+        result = await self._dispatch(self.watermark(), self._batch, self._quantum)
         self._metrics.dropped["stale"] += result.dropped
         return result
 
@@ -107,7 +78,7 @@ class Dispatcher:
                 failures = 0
             if result.created >= self._batch or (result.dropped and result.backlog_total):
                 await asyncio.sleep(0)
-            elif result.created:
+            elif result.created or result.short:
                 await asyncio.sleep(PARTIAL_S)
             else:
                 await asyncio.sleep(IDLE_S)

@@ -7,7 +7,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from schemas import keys
+from schemas.keys import Keys
 from schemas.settings import Settings
 from worker.app import create_worker, stop_worker
 from worker.state import STATE_KEY
@@ -15,14 +15,14 @@ from worker.state import STATE_KEY
 CHECK_INTERVAL_S = 0.02
 
 
-async def is_drained(redis: Redis, queue_name: str) -> bool:
+async def is_drained(redis: Redis, keys: Keys) -> bool:
     """True when no backlog entry, queued, deferred or running arq job is left."""
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.get(keys.BACKLOG_TOTAL)
-        pipe.llen(keys.ACTIVE_LIST)
-        pipe.zcard(queue_name)
+        pipe.get(keys.backlog_total)
+        pipe.llen(keys.active_list)
+        pipe.zcard(keys.queue)
         # Running jobs are held under a lease, off arq's queue, until they finish.
-        pipe.zcard(keys.LEASES)
+        pipe.zcard(keys.leases)
         total, active, queued, running = await pipe.execute()
     return int(total or 0) <= 0 and active == 0 and queued == 0 and running == 0
 
@@ -39,7 +39,7 @@ async def run_until_drained(settings: Settings, timeout_s: float = 60, **overrid
     try:
         async with asyncio.timeout(timeout_s):
             # Started first, so an empty queue does not stop a worker halfway through start-up.
-            while STATE_KEY not in worker.ctx or not await is_drained(redis, settings.queue_name):
+            while STATE_KEY not in worker.ctx or not await is_drained(redis, worker.keys):
                 if run.done():
                     run.result()
                     raise RuntimeError("the worker stopped before the queue was drained")

@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from typing import NamedTuple
 
-from redis.asyncio import Redis
-
+from core.scripts.limiter import Grant, RateLimit
 from schemas import keys
-from schemas.lua import source
 from worker.errors import raise_if_cancelled
 
 # How far ahead of now this process books slots. Jobs beyond it wait here, holding no slot, so a
@@ -25,14 +22,6 @@ UNLIMITED_RECHECK_S = 0.25
 COMMIT_JITTER_US = 50_000
 
 
-class Grant(NamedTuple):
-    """What one ``limiter.lua`` call reserved: slot k is ``first_s + k * interval_s`` from now."""
-
-    first_s: float
-    interval_s: float
-    rate_per_minute: int
-
-
 class Limiter:
     """``await limiter.acquire()`` returns at this job's slot of the rate shared by all replicas.
 
@@ -43,13 +32,13 @@ class Limiter:
 
     def __init__(
         self,
-        redis: Redis,
+        script: RateLimit,
         *,
         rate_per_minute: int,
         burst: int,
         horizon_s: float = DEFAULT_HORIZON_S,
     ) -> None:
-        self._script = redis.register_script(source("limiter"))
+        self._script = script
         self._defaults = (rate_per_minute, burst)
         self._horizon_s = horizon_s
         self._waiters: deque[asyncio.Future[float]] = deque()
@@ -62,21 +51,19 @@ class Limiter:
         self._unlimited_until = 0.0
 
     def defaults_in_config(self) -> dict[str, int]:
-        """This replica's own rate and burst, as published in ``keys.CONFIG`` for status."""
+        """This replica's own rate and burst, as published in ``Keys.config`` for status."""
         rate, burst = self._defaults
         return {keys.CONFIG_WORKERS_RATE: rate, keys.CONFIG_WORKERS_BURST: burst}
 
     async def reserve(self, n: int) -> Grant:
         """Reserve ``n`` consecutive slots in one round trip (the caller must honour them)."""
-        first_us, interval_us, rate = await self._script(
-            keys=[keys.LIMITER, keys.CONFIG], args=[n, *self._defaults, COMMIT_JITTER_US]
-        )
+        grant = await self._script.reserve(n, *self._defaults, COMMIT_JITTER_US)
         self.calls += 1
-        self.rate_per_minute = int(rate)
+        self.rate_per_minute = grant.rate_per_minute
         if not self.rate_per_minute:
             self._unlimited_until = asyncio.get_running_loop().time() + UNLIMITED_RECHECK_S
-        self._interval_s = int(interval_us) / 1e6
-        return Grant(int(first_us) / 1e6, self._interval_s, self.rate_per_minute)
+        self._interval_s = grant.interval_s
+        return grant
 
     async def acquire(self) -> None:
         """Wait for this caller's slot; raises what reaching Redis raised."""
@@ -109,7 +96,7 @@ class Limiter:
                 continue
             n = len(self._waiters)
             if self.calls == 0:
-                # The rate in force (cs:config may override the default) is not known yet.
+                # The rate in force (the config hash may override the default) is not known yet.
                 n = 1
             elif self._interval_s > 0:
                 room = int((self._horizon_s - max(ahead, 0.0)) / self._interval_s)

@@ -10,7 +10,7 @@ log = logging.getLogger("cohortsync.worker")
 job_log = logging.getLogger("cohortsync.job")
 
 # applied: committed; stale: superseded by a newer change or a clear, or its audience is gone;
-# dead_letter: failed permanently and kept in cs:dead.
+# dead_letter: failed permanently and kept in the dead letters.
 Outcome = Literal["applied", "stale", "dead_letter"]
 
 

@@ -117,7 +117,7 @@ async def serve(settings: Settings) -> None:
 
     async def metrics() -> str:
         state: WorkerState = current[0][0].ctx[STATE_KEY]
-        return await render(state.metrics, state.redis, settings)
+        return await render(state.metrics, state.scripts, settings)
 
     http = probe.Probe(health, metrics, running=lambda: not stop.is_set())
     if settings.worker_metrics_port:

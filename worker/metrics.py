@@ -3,19 +3,17 @@ gauges read from Redis at each scrape (core.metrics, as the edge exports them)."
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
-from redis.asyncio import Redis
 
 from core.metrics import QueueCollector, exposition
-from schemas.lua import source
+from core.scripts import Scripts
+from core.snapshot import read_snapshot
 from schemas.settings import Settings
-from schemas.status import QueueSnapshot, parse_snapshot, snapshot_args, snapshot_keys
 
 # From acceptance at the edge to committed in Postgres: seconds when idle, hours behind a backlog.
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600)
@@ -31,7 +29,7 @@ class WorkerMetrics:
     def __init__(self) -> None:
         self.applied = 0
         # reason -> changes: "stale" (older than the stored version or a clear, or the audience
-        # is deleted) or "dead_letter" (failed permanently, kept in cs:dead).
+        # is deleted) or "dead_letter" (failed permanently, kept in the dead letters).
         self.dropped: Counter[str] = Counter()
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(OutcomeCollector(self))
@@ -70,17 +68,9 @@ class OutcomeCollector(Collector):
         yield dropped
 
 
-async def read_snapshot(redis: Redis, settings: Settings) -> QueueSnapshot:
-    """The queue's state as every replica and the edge see it (``queue_state.lua``, the same
-    snapshot the edge's /metrics and /v1/status read), from Redis now."""
-    reply = await redis.register_script(source("queue_state"))(
-        keys=snapshot_keys(settings.queue_name), args=snapshot_args(time.time())
-    )
-    return parse_snapshot(reply)
-
-
-async def render(metrics: WorkerMetrics, redis: Redis, settings: Settings) -> str:
-    """The Prometheus text exposition of this replica."""
-    snapshot = await read_snapshot(redis, settings)
+async def render(metrics: WorkerMetrics, scripts: Scripts, settings: Settings) -> str:
+    """The Prometheus text exposition of this replica; the queue's gauges from the snapshot
+    every replica and the edge read (``core/snapshot.py``)."""
+    snapshot = await read_snapshot(scripts)
     queue = QueueCollector(snapshot, settings.rate_limit_per_minute)
     return exposition(metrics.registry, queue).decode()

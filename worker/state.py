@@ -9,6 +9,8 @@ from typing import Any, TypedDict
 import asyncpg
 from redis.asyncio import Redis
 
+from core.scripts import Scripts
+from schemas.keys import Keys
 from schemas.settings import Settings
 from worker.applier import Applier
 from worker.dispatcher import Dispatcher
@@ -25,6 +27,8 @@ DB_COMMAND_TIMEOUT_S = 30.0
 class WorkerState:
     settings: Settings
     redis: Redis
+    # The Lua scripts on ``redis``, and the deployment's keys (``scripts.keys``).
+    scripts: Scripts
     db: Any  # asyncpg.Pool; asyncpg ships no type information
     limiter: Limiter
     applier: Applier
@@ -35,8 +39,17 @@ class WorkerState:
     outcomes: dict[str, Finished] = field(default_factory=dict)
 
     @classmethod
-    async def open(cls, settings: Settings, redis: Redis, *, dispatch: bool = True) -> WorkerState:
-        """Open the Postgres pool and start the dispatcher (unless ``dispatch=False``)."""
+    async def open(
+        cls,
+        settings: Settings,
+        redis: Redis,
+        *,
+        dispatch: bool = True,
+        scripts: Scripts | None = None,
+    ) -> WorkerState:
+        """Open the Postgres pool and start the dispatcher (unless ``dispatch=False``);
+        ``scripts`` are those already registered on ``redis``, if any."""
+        scripts = scripts or Scripts(redis, Keys(settings.queue_name))
         db = await asyncpg.create_pool(
             settings.database_url,
             min_size=1,
@@ -45,7 +58,9 @@ class WorkerState:
             reset=_keep_session,
         )
         limiter = Limiter(
-            redis, rate_per_minute=settings.rate_limit_per_minute, burst=settings.rate_burst
+            scripts.limiter,
+            rate_per_minute=settings.rate_limit_per_minute,
+            burst=settings.rate_burst,
         )
         applier = Applier(
             db,
@@ -54,13 +69,13 @@ class WorkerState:
         )
         metrics = WorkerMetrics()
         dispatcher = (
-            Dispatcher(redis, settings, metrics, lambda: limiter.rate_per_minute)
+            Dispatcher(scripts, settings, metrics, lambda: limiter.rate_per_minute)
             if dispatch
             else None
         )
         if dispatcher is not None:
             dispatcher.start()
-        return cls(settings, redis, db, limiter, applier, dispatcher, metrics)
+        return cls(settings, redis, scripts, db, limiter, applier, dispatcher, metrics)
 
     @property
     def job_budget_s(self) -> float:

@@ -8,10 +8,10 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from core.scripts import Scripts
 from ingest import store
 from ingest.errors import Conflict, NotFound
-from ingest.state import DB, LIVE_AUDIENCES, SCRIPTS, SETTINGS, Scripts, State
-from schemas import keys
+from ingest.state import DB, LIVE_AUDIENCES, SCRIPTS, SETTINGS, State
 from schemas.talon import Audience, NewAudience
 
 
@@ -69,21 +69,11 @@ async def clear_or_delete(
     """
     if await store.live_audience(pool, audience_id) is None:
         return None
-    version = int(await scripts.next_version(keys=[keys.VERSIONS], args=[audience_id]))
+    version = await scripts.backlogs.next_version(audience_id)
     async with pool.acquire() as conn:
         if not await store.clear_audience(conn, audience_id, version, delete=delete):
             return None
-    await scripts.mark_cleared(
-        keys=[
-            keys.CLEARED,
-            keys.backlog_key(audience_id),
-            keys.BACKLOG_TOTAL,
-            keys.ACTIVE_LIST,
-            keys.ACTIVE_SET,
-            keys.stats_key(audience_id),
-        ],
-        args=[audience_id, version],
-    )
+    await scripts.backlogs.mark_cleared(audience_id, version)
     return version
 
 

@@ -15,12 +15,10 @@ from schemas.talon import ErrorItem, ErrorSource
 
 # Amplitude and most clients back off on their own; never ask for more than an hour.
 MAX_RETRY_AFTER_S = 3600
-# What accept.lua answers when its de-duplication key was already set.
-ALREADY_ACCEPTED = 2
 
 
 class AlreadyAccepted(Exception):
-    """The de-duplication key of ``accept_entries(..., once=...)`` was set: nothing enqueued."""
+    """The message of ``accept_entries(..., once=...)`` was accepted before: nothing enqueued."""
 
 
 class UnknownAudiences(NotFound):
@@ -60,15 +58,15 @@ async def accept_entries(
     app: State,
     groups: dict[int, list[str]],
     *,
-    once: tuple[str, int] | None = None,
+    once: str | None = None,
 ) -> int:
     """Append changes to their audiences' backlogs in one ``accept.lua`` call, all or nothing.
 
     ``groups`` maps audience id to entries of the form action code + profile id (``"a" + id``
     adds, ``"d" + id`` deletes; ``keys.ACTION_CODE``). Returns how many were accepted; raises
     ``UnknownAudiences`` (404) or ``TooManyRequests`` (429) having enqueued nothing.
-    ``once`` = (Redis key, TTL in seconds): accept only if that key is absent and set it in the
-    same call; raises ``AlreadyAccepted`` when it was set.
+    ``once`` (an Amplitude message id): accept only if that message was not accepted before,
+    remembering it in the same step; raises ``AlreadyAccepted`` when it was.
     """
     if not groups and once is None:
         return 0
@@ -76,11 +74,10 @@ async def accept_entries(
     if missing:
         raise UnknownAudiences(missing)
     settings = app[SETTINGS]
-    script_keys, args = accept_call(groups, settings.max_backlog, once)
-    accepted, count = await app[SCRIPTS].accept(keys=script_keys, args=args)
-    if accepted == ALREADY_ACCEPTED:
+    outcome, count = await app[SCRIPTS].backlogs.accept(groups, settings.max_backlog, once)
+    if outcome == "seen":
         raise AlreadyAccepted()
-    if not accepted:
+    if outcome == "full":
         raise TooManyRequests(
             "Backlog full",
             f"{count} changes are queued; this request would pass the bound of "
@@ -90,26 +87,8 @@ async def accept_entries(
                 settings.rate_limit_per_minute,
             ),
         )
-    count_accepted(app, int(count))
-    return int(count)
-
-
-def accept_call(
-    groups: dict[int, list[str]], max_backlog: int, once: tuple[str, int] | None = None
-) -> tuple[list[str], list[str | int]]:
-    """``accept.lua``'s keys and arguments for ``accept_entries(groups, once=once)``."""
-    script_keys = [keys.VERSIONS, keys.ACTIVE_LIST, keys.ACTIVE_SET, keys.BACKLOG_TOTAL]
-    args: list[str | int] = [max_backlog, len(groups)]
-    for audience_id, entries in groups.items():
-        script_keys.append(keys.backlog_key(audience_id))
-        script_keys.append(keys.stats_key(audience_id))
-        args.append(audience_id)
-        args.append(len(entries))
-        args.extend(entries)
-    if once is not None:
-        script_keys.append(once[0])
-        args.append(once[1])
-    return script_keys, args
+    count_accepted(app, count)
+    return count
 
 
 async def accept_changes(app: State, changes: Iterable[tuple[int, str, str]]) -> int:

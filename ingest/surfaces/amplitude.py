@@ -14,7 +14,7 @@ from ingest import auth, profiles, store
 from ingest.bodies import json_response, read_json
 from ingest.errors import ERROR_RENDERER, BadRequest, render_talon
 from ingest.services import audiences, changes
-from ingest.state import DB, REDIS, State
+from ingest.state import DB, REDIS, SCRIPTS, State
 from schemas import keys
 from schemas.amplitude import CohortSync, CohortSyncResult, CohortUser
 
@@ -82,7 +82,7 @@ async def cohort_sync(request: web.Request) -> web.Response:
     ``message_id`` was accepted before; nothing is enqueued on any other answer."""
     app = request.config_dict
     body = await read_json(request, _decoder)
-    seen = keys.seen_key(body.message_id)
+    seen = app[SCRIPTS].keys.seen(body.message_id)
     if await cast(Awaitable[int], app[REDIS].exists(seen)):
         # A retried batch must not rename the audience back or overwrite newer properties.
         row = await store.live_audience_by_integration(app[DB], INTEGRATION, body.cohort_id)
@@ -97,7 +97,7 @@ async def cohort_sync(request: web.Request) -> web.Response:
     entries = [code + profile_id for profile_id in dict.fromkeys(u.user_id for u in body.users)]
     groups = {audience_id: entries} if entries else {}
     try:
-        accepted = await changes.accept_entries(app, groups, once=(seen, keys.SEEN_TTL_S))
+        accepted = await changes.accept_entries(app, groups, once=body.message_id)
     except changes.AlreadyAccepted:
         return _answer(audience_id, 0, duplicate=True)
     return _answer(audience_id, accepted, duplicate=False)

@@ -92,7 +92,7 @@ async def profile_attributes(request: web.Request) -> web.Response:
 @status_routes.get("/status")
 async def get_status(request: web.Request) -> web.Response:
     config = request.config_dict
-    found = await read_status(config[SCRIPTS].queue_state, config[DB], config[SETTINGS])
+    found = await read_status(config[SCRIPTS], config[DB], config[SETTINGS])
     # Polled every few seconds by dashboards: never a cached answer.
     response = json_response(found)
     response.headers["Cache-Control"] = "no-store"

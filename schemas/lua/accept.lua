@@ -8,6 +8,7 @@
 -- and it is set in the same step, so "seen" and "enqueued" are never apart.
 -- Returns {1, accepted}, {0, backlog total} when the backlog bound would be exceeded, or
 -- {2, 0} when the de-duplication key was already set.
+--#include entry
 local max_backlog = tonumber(ARGV[1])
 local groups = tonumber(ARGV[2])
 local seen = KEYS[5 + 2 * groups]
@@ -40,8 +41,7 @@ for g = 1, groups do
   local base = math.max(last + 1, now_us)
   local chunk = {}
   for i = 1, count do
-    local e = ARGV[a + 1 + i]
-    chunk[#chunk + 1] = string.sub(e, 1, 1) .. string.format('%.0f', base + i - 1) .. ':' .. string.sub(e, 2)
+    chunk[#chunk + 1] = versioned_entry(ARGV[a + 1 + i], base + i - 1)
     -- unpack() is bounded by Lua's C stack; push in slices.
     if #chunk == 1000 then
       redis.call('RPUSH', backlog, unpack(chunk))

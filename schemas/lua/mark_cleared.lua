@@ -3,6 +3,7 @@
 -- KEYS[1] cleared hash, KEYS[2] the audience's backlog, KEYS[3] backlog total,
 -- KEYS[4] active list, KEYS[5] active set, KEYS[6] the audience's stats hash.
 -- ARGV[1] audience id, ARGV[2] version. Returns how many entries were dropped.
+--#include entry
 local v = tonumber(ARGV[2])
 local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 if v > current then
@@ -12,8 +13,7 @@ local newest = redis.call('LINDEX', KEYS[2], -1)
 if not newest then
   return 0
 end
-local colon = string.find(newest, ':', 2, true)
-if tonumber(string.sub(newest, 2, colon - 1)) >= v then
+if entry_version(newest) >= v then
   -- Newer changes arrived after the clear: the dispatcher drops the older ones one by one.
   return 0
 end

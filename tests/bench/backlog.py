@@ -6,9 +6,11 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
+from core.scripts.backlogs import accept_call, parse_accept
 from ingest import redisclient
-from schemas import keys
+from schemas.keys import Keys
 from schemas.lua import source
+from tests.redis_keys import KEYS
 
 # accept.lua takes at most this many entries per audience in one call (the edge's request size).
 CHUNK = 1000
@@ -31,28 +33,27 @@ async def fill(redis_url: str, audience_id: int, entries: Sequence[str]) -> None
     # The edge's client: hiredis packs a thousand-argument call in one C call.
     client = redisclient.connect(redis_url)
     try:
+        # Pipelined, which the scripts registry does not do: its call builder, on a pipeline.
         script = client.register_script(source("accept"))
-        script_keys = [keys.VERSIONS, keys.ACTIVE_LIST, keys.ACTIVE_SET, keys.BACKLOG_TOTAL]
-        script_keys += [keys.backlog_key(audience_id), keys.stats_key(audience_id)]
         chunks = [entries[i : i + CHUNK] for i in range(0, len(entries), CHUNK)]
         for first in range(0, len(chunks), PIPELINE):
             async with client.pipeline(transaction=False) as pipe:
                 for chunk in chunks[first : first + PIPELINE]:
-                    args: list[str | int] = [2**62, 1, audience_id, len(chunk), *chunk]
+                    script_keys, args = accept_call(KEYS, {audience_id: chunk}, 2**62)
                     await script(keys=script_keys, args=args, client=pipe)
                 replies = await pipe.execute()
-            if any(int(r[0]) != 1 for r in replies):
+            if any(parse_accept(r).outcome != "accepted" for r in replies):
                 raise RuntimeError(f"accept.lua refused entries: {replies}")
     finally:
         await client.aclose()
 
 
-async def outstanding(redis: aioredis.Redis, queue_name: str) -> int:
+async def outstanding(redis: aioredis.Redis, keys: Keys) -> int:
     """Changes not applied yet: in a backlog, on arq's queue, or running under a lease (a
-    plain arq worker keeps a running job on its queue; ours moves it to ``keys.LEASES``)."""
+    plain arq worker keeps a running job on its queue; ours moves it to ``Keys.leases``)."""
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.get(keys.BACKLOG_TOTAL)
-        pipe.zcard(queue_name)
-        pipe.zcard(keys.LEASES)
+        pipe.get(keys.backlog_total)
+        pipe.zcard(keys.queue)
+        pipe.zcard(keys.leases)
         total, queued, running = await pipe.execute()
     return int(total or 0) + int(queued) + int(running)

@@ -8,12 +8,12 @@ import time
 from arq.connections import RedisSettings, create_pool
 
 from schemas import keys
-from schemas.settings import Settings
 from tests.bench.backlog import adds, fill, outstanding, profile_id
 from tests.bench.processes import Child, Children, environment, wait_for_workers
 from tests.bench.services import Services
 from tests.bench.sizes import Sizes
 from tests.bench.table import Row, rate, times
+from tests.redis_keys import KEYS
 
 TARGET_RATIO = 0.9
 # Concurrent enqueue_job calls filling arq's queue for the baseline.
@@ -24,19 +24,17 @@ OURS_GUESS_PER_S = 8000
 ARQ_GUESS_PER_S = 4000
 
 
-async def _drain_rate(
-    svc: Services, workers: list[Child], queue_name: str, sizes: Sizes
-) -> tuple[float, int]:
+async def _drain_rate(svc: Services, workers: list[Child], sizes: Sizes) -> tuple[float, int]:
     """Changes done per second over the window after the warm-up, counted while work remained;
     also how many were done in that window."""
-    await wait_for_workers(svc.redis, queue_name, workers)
+    await wait_for_workers(svc.redis, KEYS, workers)
     await asyncio.sleep(sizes.capacity_warmup_s)
-    first_t, first = time.monotonic(), await outstanding(svc.redis, queue_name)
+    first_t, first = time.monotonic(), await outstanding(svc.redis, KEYS)
     last_t, last = first_t, first
     end = first_t + sizes.capacity_s
     while time.monotonic() < end:
         await asyncio.sleep(SAMPLE_S)
-        left = await outstanding(svc.redis, queue_name)
+        left = await outstanding(svc.redis, KEYS)
         if left == 0:
             break
         last_t, last = time.monotonic(), left
@@ -50,12 +48,11 @@ async def _drain_rate(
 
 async def _ours(svc: Services, children: Children, processes: int, sizes: Sizes) -> float:
     await svc.reset()
-    settings = Settings()
     audience = await svc.new_audience("capacity")
     await fill(svc.redis_url, audience, adds(_backlog(sizes, processes, OURS_GUESS_PER_S)))
     env = environment(svc.database_url, svc.redis_url, rate_limit_per_minute=0)
     workers = [await children.worker(env) for _ in range(processes)]
-    per_s, done = await _drain_rate(svc, workers, settings.queue_name, sizes)
+    per_s, done = await _drain_rate(svc, workers, sizes)
     await asyncio.gather(*(w.stop() for w in workers))
     # What the counts said was done is in Postgres.
     stored = await svc.db.fetchval("SELECT count(*) FROM memberships")
@@ -66,11 +63,8 @@ async def _ours(svc: Services, children: Children, processes: int, sizes: Sizes)
 
 async def _arq(svc: Services, children: Children, processes: int, sizes: Sizes) -> float:
     await svc.reset()
-    settings = Settings()
     jobs = _backlog(sizes, processes, ARQ_GUESS_PER_S)
-    pool = await create_pool(
-        RedisSettings.from_dsn(svc.redis_url), default_queue_name=settings.queue_name
-    )
+    pool = await create_pool(RedisSettings.from_dsn(svc.redis_url), default_queue_name=KEYS.queue)
     try:
         next_job = iter(range(jobs))
 
@@ -86,7 +80,7 @@ async def _arq(svc: Services, children: Children, processes: int, sizes: Sizes) 
         await children.start("noop-worker", env, "-m", "tests.bench.noop_worker")
         for _ in range(processes)
     ]
-    per_s, _ = await _drain_rate(svc, workers, settings.queue_name, sizes)
+    per_s, _ = await _drain_rate(svc, workers, sizes)
     await asyncio.gather(*(w.stop() for w in workers))
     return per_s
 

@@ -6,14 +6,15 @@ from __future__ import annotations
 import statistics
 import time
 
-from schemas import keys
+from core.scripts import Scripts
+from schemas.keys import Keys
 from tests.bench.processes import Children
 from tests.bench.services import Services
 from tests.bench.sizes import Sizes
 from tests.bench.table import Row, times
-from worker.leases import Leases
 
-QUEUE = "bench-claims:queue"
+KEYS = Keys("bench-claims")
+QUEUE = KEYS.queue
 ROOM = 200
 TRIES = 25
 # Cost at the largest size against the smallest: flat means within noise of 1.
@@ -25,8 +26,8 @@ async def _claim_ms(svc: Services, held: int) -> float:
     now_ms = int(time.time() * 1000)
     for first in range(0, held, 10_000):
         batch = {f"held:{i}": now_ms + 600_000 for i in range(first, min(held, first + 10_000))}
-        await svc.redis.zadd(keys.LEASES, batch)
-    leases = Leases(svc.redis, QUEUE)
+        await svc.redis.zadd(KEYS.leases, batch)
+    leases = Scripts(svc.redis, KEYS).leases
     spent: list[float] = []
     for n in range(TRIES):
         await svc.redis.zadd(QUEUE, {f"free:{n}:{i}": now_ms - 1000 + i for i in range(ROOM)})

@@ -20,6 +20,7 @@ from tests.bench.sender import Connection, request
 from tests.bench.services import Services
 from tests.bench.sizes import Sizes
 from tests.bench.table import Row, rate, times
+from tests.redis_keys import KEYS
 
 BATCH = 1000
 # Distinct request bodies the senders cycle through (distinct profiles in each).
@@ -122,7 +123,7 @@ async def _edge_rate(edge: Edge, sizes: Sizes, redis: aioredis.Redis) -> float:
         for c in conns:
             await c.close()
     # A 204 must mean queued: every user acknowledged is in a backlog.
-    queued = int(await redis.get(keys.BACKLOG_TOTAL) or 0)
+    queued = int(await redis.get(KEYS.backlog_total) or 0)
     if queued != sent:
         raise RuntimeError(f"{sent} users acknowledged but {queued} queued")
     return per_s

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-from schemas.settings import Settings
 from tests.bench.backlog import adds, fill, outstanding
 from tests.bench.processes import Children, environment, until, wait_for_workers
 from tests.bench.services import Services
 from tests.bench.sizes import Sizes
 from tests.bench.table import Row, times
+from tests.redis_keys import KEYS
 
 REPLICAS = 2
 RATE_PER_MINUTE = 6000
@@ -28,16 +28,15 @@ async def fairness_rows(svc: Services, children: Children, sizes: Sizes) -> list
     rate measured meanwhile: everything queued ahead of it, then its own changes.
     """
     await svc.reset()
-    settings = Settings()
     large = await svc.new_audience("large")
     small = await svc.new_audience("small")
     await fill(svc.redis_url, large, adds(sizes.fairness_backlog, "l"))
     env = environment(svc.database_url, svc.redis_url, rate_limit_per_minute=RATE_PER_MINUTE)
     workers = [await children.worker(env) for _ in range(REPLICAS)]
-    await wait_for_workers(svc.redis, settings.queue_name, workers)
+    await wait_for_workers(svc.redis, KEYS, workers)
     await asyncio.sleep(sizes.fairness_warmup_s)
 
-    ahead = await outstanding(svc.redis, settings.queue_name)
+    ahead = await outstanding(svc.redis, KEYS)
     arrived = time.time()
     await fill(svc.redis_url, small, adds(SMALL, "s"))
 

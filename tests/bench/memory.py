@@ -14,6 +14,7 @@ from tests.bench.processes import Children
 from tests.bench.services import Services
 from tests.bench.sizes import Sizes
 from tests.bench.table import Row, times
+from tests.redis_keys import KEYS
 
 TARGET_BYTES = 50
 ENQUEUERS = 16
@@ -32,7 +33,7 @@ async def memory_rows(svc: Services, children: Children, sizes: Sizes) -> list[R
     before = await _used_memory(svc.redis)
     await fill(svc.redis_url, audience, adds(sizes.memory_users))
     ours = (await _used_memory(svc.redis) - before) / sizes.memory_users
-    queued = await svc.redis.llen(keys.backlog_key(audience))  # type: ignore[misc]
+    queued = await svc.redis.llen(KEYS.backlog(audience))  # type: ignore[misc]
     if queued != sizes.memory_users:
         raise RuntimeError(f"{queued} queued, not {sizes.memory_users}")
 

@@ -15,7 +15,7 @@ from typing import Any
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
 
-from schemas import keys
+from schemas.keys import APPLY_FUNCTION, Keys
 from schemas.settings import Settings
 from worker.app import POLL_DELAY_S, replica_name
 
@@ -25,15 +25,16 @@ async def noop(ctx: dict[str, Any], *args: Any) -> None:
 
 
 async def serve(settings: Settings) -> None:
+    keys = Keys(settings.queue_name)
     worker = Worker(
-        functions=[func(noop, name=keys.APPLY_FUNCTION)],
+        functions=[func(noop, name=APPLY_FUNCTION)],
         redis_settings=RedisSettings.from_dsn(settings.redis_url),
-        queue_name=settings.queue_name,
+        queue_name=keys.queue,
         max_jobs=settings.worker_max_jobs,
         keep_result=0,
         poll_delay=POLL_DELAY_S,
         handle_signals=False,
-        health_check_key=keys.worker_health_key(settings.queue_name, replica_name()),
+        health_check_key=keys.health_check(replica_name()),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

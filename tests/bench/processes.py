@@ -13,6 +13,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from schemas.keys import Keys
 from tests import process_support
 from tests.process_support import health_keys
 
@@ -119,12 +120,12 @@ async def children(log_dir: Path | None = None) -> AsyncIterator[Children]:
             await group.stop_all()
 
 
-async def wait_for_workers(redis: aioredis.Redis, queue_name: str, workers: list[Child]) -> None:
+async def wait_for_workers(redis: aioredis.Redis, keys: Keys, workers: list[Child]) -> None:
     """Wait until every worker refreshed its health key, i.e. its arq loop runs; a worker that
     exits meanwhile raises ``RuntimeError`` with its log."""
     async with asyncio.timeout(READY_TIMEOUT_S):
         while (
-            names := await health_keys(redis, queue_name, [w.pid for w in workers])
+            names := await health_keys(redis, keys, [w.pid for w in workers])
         ) is None or await redis.exists(*names) < len(names):
             for w in workers:
                 if not w.running:

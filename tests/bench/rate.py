@@ -11,6 +11,7 @@ from tests.bench.processes import Children, environment, until, wait_for_workers
 from tests.bench.services import Services
 from tests.bench.sizes import Sizes
 from tests.bench.table import Row
+from tests.redis_keys import KEYS
 
 REPLICAS = 4
 RATE_PER_MINUTE = 6000
@@ -39,7 +40,7 @@ async def rate_rows(svc: Services, children: Children, sizes: Sizes) -> list[Row
     audience = await svc.new_audience("rate")
     env = environment(svc.database_url, svc.redis_url, rate_limit_per_minute=RATE_PER_MINUTE)
     workers = [await children.worker(env) for _ in range(REPLICAS)]
-    await wait_for_workers(svc.redis, settings.queue_name, workers)
+    await wait_for_workers(svc.redis, KEYS, workers)
     # Queued only once every replica runs, so all four compete from the first change on.
     per_s = RATE_PER_MINUTE / 60
     await fill(svc.redis_url, audience, adds(int(per_s * (sizes.rate_window_s + 15))))

@@ -16,8 +16,8 @@ import aiohttp
 import asyncpg
 import redis.asyncio as aioredis
 
-from schemas import keys
 from tests.bench.processes import Child, Children, children, environment, free_port
+from tests.redis_keys import KEYS
 from tests.system.report import REPORT, Row
 from tests.system.senders import Ledger
 from tests.system.servers import OwnPostgres, OwnRedis
@@ -150,12 +150,13 @@ class Counts:
 
 
 async def counts(redis: aioredis.Redis) -> dict[int, Counts]:
-    """Every audience's ``cs:stats:<id>`` counters."""
+    """Every audience's counters (``Keys.stats``)."""
     found: dict[int, Counts] = {}
-    async for name in redis.scan_iter(match=keys.STATS_PREFIX + "*", count=1000):
+    prefix = KEYS.stats("")
+    async for name in redis.scan_iter(match=prefix + "*", count=1000):
         raw = await redis.hgetall(name)  # type: ignore[misc]
         fields = {k.decode(): int(v) for k, v in raw.items()}
-        found[int(name.decode()[len(keys.STATS_PREFIX) :])] = Counts(
+        found[int(name.decode()[len(prefix) :])] = Counts(
             fields.get("accepted", 0),
             fields.get("applied", 0),
             fields.get("dropped", 0),
@@ -225,13 +226,11 @@ class Progress:
 
 async def held_jobs(redis: aioredis.Redis) -> list[bytes]:
     """Ids of the jobs some replica holds a lease on (or held one lately)."""
-    held: list[bytes] = await redis.zrange(keys.LEASES, 0, -1)
+    held: list[bytes] = await redis.zrange(KEYS.leases, 0, -1)
     return held
 
 
-async def finished_within(
-    redis_url: str, queue_name: str, job_ids: list[bytes], *, timeout_s: float
-) -> float:
+async def finished_within(redis_url: str, job_ids: list[bytes], *, timeout_s: float) -> float:
     """Seconds until none of ``job_ids`` is queued or leased any more (a running job sits under
     its lease, a lapsed lease puts it back on the queue, finishing it removes it from both);
     ``timeout_s`` if some still are by then."""
@@ -240,8 +239,8 @@ async def finished_within(
     try:
         while job_ids and time.monotonic() - started < timeout_s:
             with contextlib.suppress(OSError, aioredis.RedisError):
-                queued = await client.zmscore(queue_name, job_ids)
-                leased = await client.zmscore(keys.LEASES, job_ids)
+                queued = await client.zmscore(KEYS.queue, job_ids)
+                leased = await client.zmscore(KEYS.leases, job_ids)
                 job_ids = [
                     j
                     for j, q, held in zip(job_ids, queued, leased, strict=True)
@@ -254,9 +253,7 @@ async def finished_within(
         await client.aclose()
 
 
-async def wait_drained(
-    redis: aioredis.Redis, queue_name: str, stack: Stack, *, timeout_s: float
-) -> bool:
+async def wait_drained(redis: aioredis.Redis, stack: Stack, *, timeout_s: float) -> bool:
     """Whether, within ``timeout_s``, nothing is left queued or running; False at once when no
     replica is left running. Once the queue is empty the counters get a few seconds to catch
     up with it (they are checked afterwards, not waited for)."""
@@ -265,7 +262,7 @@ async def wait_drained(
     counters_behind_since: float | None = None
     while time.monotonic() < deadline and len(stack.exited()) < len(stack.workers):
         with contextlib.suppress(OSError, aioredis.RedisError):
-            if await is_drained(redis, queue_name):
+            if await is_drained(redis, KEYS):
                 found = await counts(redis)
                 if all(c.applied + c.dropped + c.dead >= c.accepted for c in found.values()):
                     return True
@@ -303,13 +300,12 @@ async def verify(
     *,
     stall_limit_s: float,
     drain_timeout_s: float,
-    queue_name: str,
 ) -> None:
     """Wait for the drain, fill ``row`` from what the stack did, add it to the report, then fail
     on any problem: not drained, the end state differs from what was acknowledged, a change was
     enqueued twice or dead-lettered, a counter does not add up, a replica exited, or applying
     stalled too long."""
-    row.drained = await wait_drained(redis, queue_name, stack, timeout_s=drain_timeout_s)
+    row.drained = await wait_drained(redis, stack, timeout_s=drain_timeout_s)
     if not row.drained:
         row.problems.append(f"not drained {drain_timeout_s:g} s after the last fault")
     row.sent = ledger.changes_sent
@@ -325,7 +321,7 @@ async def verify(
     try:
         async with asyncio.timeout(VERIFY_TIMEOUT_S):
             found = await counts(redis)
-            row.dead = await redis.llen(keys.DEAD_LETTERS)  # type: ignore[misc]
+            row.dead = await redis.llen(KEYS.dead_letters)  # type: ignore[misc]
             step = "reading the memberships"
             examples = await _compare(row, ledger, db)
     except TimeoutError:

@@ -24,9 +24,8 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ingest.services.changes import accept_call
-from ingest.state import Scripts
 from schemas import keys
+from tests.redis_keys import KEYS, scripts
 from tests.system.servers import Fsync, OwnRedis
 
 WRITERS = 4
@@ -47,14 +46,13 @@ async def _write(
     """Batches of one writer into audience ``writer + 1`` until Redis goes away or ``stop``;
     ``acked`` gets the number of each batch the server answered, ``acked_at`` when."""
     client = aioredis.Redis.from_url(url, socket_timeout=2.0)
-    scripts = Scripts(client)
+    backlogs = scripts(client).backlogs
     batch = 0
     try:
         while not stop.is_set():
             entries = [f"a{writer}-{batch}-{i}" for i in range(BATCH)]
-            script_keys, args = accept_call({writer + 1: entries}, max_backlog=10**12)
             try:
-                await scripts.accept(keys=script_keys, args=args)
+                await backlogs.accept({writer + 1: entries}, max_backlog=10**12)
             except (OSError, RedisError):
                 return  # killed: this batch was not acknowledged
             acked.append(batch)
@@ -70,7 +68,7 @@ async def _missing(url: str, acked: Sequence[list[int]]) -> int:
     try:
         missing = 0
         for writer, batches in enumerate(acked):
-            raw = await client.lrange(keys.backlog_key(writer + 1), 0, -1)
+            raw = await client.lrange(KEYS.backlog(writer + 1), 0, -1)
             present = {keys.decode_entry(e.decode())[1] for e in raw}
             for batch in batches:
                 missing += sum(f"{writer}-{batch}-{i}" not in present for i in range(BATCH))

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from schemas.settings import Settings
 from tests.bench.processes import until, wait_for_workers
+from tests.redis_keys import KEYS
 from tests.system.fault_support import (
     Faulty,
     Progress,
@@ -87,7 +87,6 @@ STALL_LIMIT_S = 15.0
 RERUN_LIMIT_S = 15.0
 # After an outage, workers are healthy again and applying within this.
 RECOVERY_S = 30.0
-QUEUE = Settings().queue_name
 
 pytestmark = pytest.mark.timeout(PLAN.test_timeout_s)
 
@@ -110,7 +109,7 @@ async def start(stack: Stack, faulty: Faulty) -> Edge:
     await stack.start_edge()
     for _ in range(WORKERS):
         await stack.start_worker()
-    await wait_for_workers(faulty.redis, QUEUE, stack.workers)
+    await wait_for_workers(faulty.redis, KEYS, stack.workers)
     return Edge(stack.url, faulty.key)
 
 
@@ -177,7 +176,7 @@ async def test_workers_sigkilled_every_few_seconds(faulty: Faulty) -> None:
             row.faults += 1
             reruns.append(
                 asyncio.create_task(
-                    finished_within(faulty.redis_url, QUEUE, held, timeout_s=RERUN_LIMIT_S * 4)
+                    finished_within(faulty.redis_url, held, timeout_s=RERUN_LIMIT_S * 4)
                 )
             )
             await stack.start_worker()
@@ -207,7 +206,6 @@ async def finish(
         progress,
         stall_limit_s=STALL_LIMIT_S,
         drain_timeout_s=PLAN.drain_timeout_s,
-        queue_name=QUEUE,
     )
 
 
