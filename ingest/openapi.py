@@ -3,7 +3,7 @@
 Talon.One's reference specifications stay the contract. This document says what this edge
 answers, including what they do not list: each such response carries ``x-not-in-reference``,
 and an operation lists under ``x-reference-only`` the statuses the reference names that this
-edge never answers there. ``tests/test_openapi.py`` checks both against the reference files.
+edge never answers there. ``tests/ingest/test_openapi.py`` checks both against the reference files.
 """
 
 from __future__ import annotations

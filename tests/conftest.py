@@ -17,8 +17,8 @@ import redis.asyncio as aioredis
 from core.migrations import migrate
 from deploy import embedded
 from schemas.settings import Settings
-from tests.admin_helpers import Admin, admin_runner
-from tests.edge_helpers import Client, create_key, running_edge
+from tests.support.admin import Admin, admin_runner
+from tests.support.edge import Client, create_key, running_edge
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"

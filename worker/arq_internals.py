@@ -1,4 +1,4 @@
-"""Every use of arq's private ``Worker`` internals, in one place (tests/test_arq_contract.py)."""
+"""Every use of arq's private internals, in one place (tests/worker/test_arq_contract.py)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from core.scripts.backlogs import accept_call, parse_accept
 from ingest import redisclient
 from schemas.keys import Keys
 from schemas.lua import source
-from tests.redis_keys import KEYS
+from tests.support.redis_keys import KEYS
 
 # accept.lua takes at most this many entries per audience in one call (the edge's request size).
 CHUNK = 1000

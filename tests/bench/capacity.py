@@ -13,7 +13,7 @@ from tests.bench.processes import Child, Children, environment, wait_for_workers
 from tests.bench.services import Services
 from tests.bench.sizes import Sizes
 from tests.bench.table import Row, rate, times
-from tests.redis_keys import KEYS
+from tests.support.redis_keys import KEYS
 
 TARGET_RATIO = 0.9
 # Concurrent enqueue_job calls filling arq's queue for the baseline.

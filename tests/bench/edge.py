@@ -20,7 +20,7 @@ from tests.bench.sender import Connection, request
 from tests.bench.services import Services
 from tests.bench.sizes import Sizes
 from tests.bench.table import Row, rate, times
-from tests.redis_keys import KEYS
+from tests.support.redis_keys import KEYS
 
 BATCH = 1000
 # Distinct request bodies the senders cycle through (distinct profiles in each).

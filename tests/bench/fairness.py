@@ -10,7 +10,7 @@ from tests.bench.processes import Children, environment, until, wait_for_workers
 from tests.bench.services import Services
 from tests.bench.sizes import Sizes
 from tests.bench.table import Row, times
-from tests.redis_keys import KEYS
+from tests.support.redis_keys import KEYS
 
 REPLICAS = 2
 RATE_PER_MINUTE = 6000

@@ -14,7 +14,7 @@ from tests.bench.processes import Children
 from tests.bench.services import Services
 from tests.bench.sizes import Sizes
 from tests.bench.table import Row, times
-from tests.redis_keys import KEYS
+from tests.support.redis_keys import KEYS
 
 TARGET_BYTES = 50
 ENQUEUERS = 16

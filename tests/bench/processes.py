@@ -14,8 +14,8 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from schemas.keys import Keys
-from tests import process_support
-from tests.process_support import health_keys
+from tests.support import process as process_support
+from tests.support.process import health_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 STOP_TIMEOUT_S = 30.0

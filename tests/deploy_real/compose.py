@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.deploy.deploy_support import COMPOSE
 from tests.deploy_real import podman as pm
-from tests.deploy_support import COMPOSE
 
 # From PyPI (dev extra): the version this was written against, whatever the system has.
 PODMAN_COMPOSE = Path(sys.executable).parent / "podman-compose"

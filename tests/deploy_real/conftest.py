@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.deploy.deploy_support import DOCKERFILE
 from tests.deploy_real import podman
-from tests.deploy_support import DOCKERFILE
 
 # name -> figure, printed after the tests in the order they were recorded.
 FIGURES: dict[str, str] = {}

@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.deploy_support import DEPLOY, ROOT
+from tests.deploy.deploy_support import DEPLOY, ROOT
 
 CONTAINERS_CONF = DEPLOY / "podman" / "containers.conf"
 # runc and cgroupfs come from CONTAINERS_CONF (podman-compose calls podman too).

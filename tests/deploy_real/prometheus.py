@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.deploy_support import DEPLOY, GRAFANA, K8S, load_yaml
+from tests.deploy.deploy_support import DEPLOY, GRAFANA, K8S, load_yaml
 
 PROMETHEUS_DIR = DEPLOY / "prometheus"
 READY_TIMEOUT_S = 30.0

@@ -13,10 +13,10 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from tests.deploy.deploy_support import COMPOSE, load_yaml
 from tests.deploy_real import prometheus
 from tests.deploy_real.podman import podman, remove_containers
-from tests.deploy_support import COMPOSE, load_yaml
-from tests.process_support import free_port
+from tests.support.process import free_port
 
 READY_TIMEOUT_S = 60.0
 # Far above what 5,000 changes need, so the drain is quick; the gauge still shows a limit.

@@ -15,8 +15,8 @@ from tests.deploy_real import podman as pm
 from tests.deploy_real.compose import Compose, project_name, standin
 from tests.deploy_real.conftest import record
 from tests.deploy_real.stack import http_get
-from tests.process_support import ROOT, environment, free_port
-from tests.status_support import samples, value
+from tests.support.process import ROOT, environment, free_port
+from tests.support.status import samples, value
 
 pytestmark = pytest.mark.deploy
 

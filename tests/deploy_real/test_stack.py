@@ -27,7 +27,7 @@ from tests.deploy_real.stack import (
     http_get,
     running,
 )
-from tests.status_support import samples, value
+from tests.support.status import samples, value
 
 pytestmark = pytest.mark.deploy
 

@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from core.migrations import migrate
-from tests.edge_helpers import create_key
+from tests.support.edge import create_key
 from tests.system.fault_support import Faulty, Servers
 from tests.system.report import REPORT, render
 from tests.system.servers import own_postgres, own_redis

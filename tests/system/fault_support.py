@@ -17,11 +17,11 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from tests.bench.processes import Child, Children, children, environment, free_port
-from tests.redis_keys import KEYS
+from tests.support.redis_keys import KEYS
+from tests.support.worker import memberships
 from tests.system.report import REPORT, Row
 from tests.system.senders import Ledger
 from tests.system.servers import OwnPostgres, OwnRedis
-from tests.worker_support import memberships
 from worker.drain import is_drained
 
 READY_TIMEOUT_S = 30.0

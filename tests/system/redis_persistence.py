@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from schemas import keys
-from tests.redis_keys import KEYS, scripts
+from tests.support.redis_keys import KEYS, scripts
 from tests.system.servers import Fsync, OwnRedis
 
 WRITERS = 4

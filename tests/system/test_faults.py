@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.bench.processes import until, wait_for_workers
-from tests.redis_keys import KEYS
+from tests.support.redis_keys import KEYS
 from tests.system.fault_support import (
     Faulty,
     Progress,

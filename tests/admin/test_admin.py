@@ -1,0 +1,164 @@
+"""``cohortsync-admin`` against real Postgres and Redis: its ``main`` in-process, and once the
+console script as operators run it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from schemas import apikeys
+from schemas.keys import Keys
+from tests.support.admin import Admin, run_console_script
+from tests.support.process import environment
+from tests.support.redis_keys import KEYS, scripts
+
+
+async def test_create_key_prints_key_once_and_stores_only_its_hash(
+    admin: Admin, db: asyncpg.Pool, database_url: str, redis_url: str
+) -> None:
+    env = environment(database_url=database_url, redis_url=redis_url)
+    run = await run_console_script("create-key", "amplitude-prod", "--scope", "cdp", env=env)
+    assert run.code == 0, run.err
+    # stdout is a pipe here: the key alone, so `KEY=$(cohortsync-admin create-key x)` works.
+    assert run.out.count("\n") == 1
+    key = run.out.strip()
+    assert key.startswith(apikeys.KEY_PREFIX)
+    row = await db.fetchrow("SELECT * FROM api_keys")
+    assert row["key_hash"] == apikeys.hash_key(key)
+    assert (row["name"], row["key_prefix"], row["scope"]) == (
+        "amplitude-prod",
+        key[:8],
+        "cdp",
+    )
+    assert row["revoked_at"] is None
+    assert str(row["id"]) in run.err
+    everything = await db.fetchval("SELECT string_agg(k::text, ' ') FROM api_keys k")
+    assert key not in everything
+    assert key[apikeys.SHOWN_CHARS :] not in everything
+
+    listed = await admin("list-keys")
+    assert listed.code == 0
+    assert key[:8] in listed.out
+    assert key not in listed.out
+
+
+async def test_revoke_key_by_prefix_or_id(admin: Admin, db: asyncpg.Pool) -> None:
+    first = (await admin("create-key", "one")).out.strip()
+    second = (await admin("create-key", "two")).out.strip()
+
+    run = await admin("revoke-key", first[:8])
+    assert run.code == 0, run.err
+    revoked = await db.fetch("SELECT name FROM api_keys WHERE revoked_at IS NOT NULL")
+    assert [r["name"] for r in revoked] == ["one"]
+
+    second_id = await db.fetchval("SELECT id FROM api_keys WHERE name = 'two'")
+    run = await admin("revoke-key", str(second_id))
+    assert run.code == 0, run.err
+    assert await db.fetchval("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL") == 0
+    assert second.startswith(apikeys.KEY_PREFIX)
+
+    listed = (await admin("list-keys")).out.splitlines()
+    assert len(listed) == 3
+    assert not any(line.endswith(" -") for line in listed)  # both show a revocation time
+
+
+async def test_revoke_unknown_key_fails_clearly(admin: Admin, db: asyncpg.Pool) -> None:
+    await admin("create-key", "kept")
+    run = await admin("revoke-key", "cs_nomatch")
+    assert run.code == 1
+    assert "no API key matches 'cs_nomatch'" in run.err
+    assert "Traceback" not in run.err
+    assert await db.fetchval("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL") == 1
+
+
+async def _config(redis: aioredis.Redis) -> dict[bytes, bytes]:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(KEYS.config)
+        replies: list[dict[bytes, bytes]] = await pipe.execute()
+    return replies[0]
+
+
+async def test_set_rate_overrides_the_shared_limiter(admin: Admin, redis: aioredis.Redis) -> None:
+    limiter = scripts(redis).limiter
+    defaults = (1, 1000, 10, 0)  # n, rate, burst, jitter headroom (µs)
+
+    run = await admin("set-rate", "600", "--burst", "5")
+    assert run.code == 0, run.err
+    assert await _config(redis) == {b"rate_per_minute": b"600", b"burst": b"5"}
+    assert (await limiter.reserve(*defaults)).rate_per_minute == 600
+
+    run = await admin("set-rate", "1200")
+    assert run.code == 0, run.err
+    assert await _config(redis) == {b"rate_per_minute": b"1200", b"burst": b"5"}
+
+    run = await admin("set-rate", "--reset")
+    assert run.code == 0, run.err
+    assert await redis.exists(KEYS.config) == 0
+    assert (await limiter.reserve(*defaults)).rate_per_minute == 1000
+
+    run = await admin("set-rate")
+    assert run.code == 1
+    assert "PER_MINUTE" in run.err
+
+
+async def test_status_shows_live_audiences_and_queue(
+    admin: Admin, db: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    # An id and a queue of its own, which no other test's workers touch.
+    live = await db.fetchval(
+        "INSERT INTO audiences (id, account_id, name) VALUES (900001, 1, 'Binge watchers') "
+        "RETURNING id"
+    )
+    await db.execute(
+        "INSERT INTO audiences (account_id, name, deleted_at) VALUES (1, 'Gone', now())"
+    )
+    queue = "cohortsync-admin-test:queue"
+    own = Keys(queue)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.rpush(own.backlog(live), "a1:R1", "a2:R2", "d3:R1")
+        pipe.hset(own.stats(live), mapping={"accepted": 10, "dispatched": 7, "applied": 6})
+        pipe.set(own.backlog_total, 3)
+        pipe.zadd(own.queue, {own.job_id(1, 1): 1, own.job_id(1, 2): 2})
+        await pipe.execute()
+
+    run = await admin("status", COHORTSYNC_QUEUE_NAME=queue)
+    assert run.code == 0, run.err
+    rows = {line.split()[0]: line.split() for line in run.out.splitlines() if line.strip()}
+    # pending: 3 in the backlog and 1 dispatched but not applied; 4 at 1000/min take 0.24 s.
+    assert rows[str(live)] == [str(live), "Binge", "watchers", "4", "6", "10", "0", "0", "0", "s"]
+    assert "Gone" not in run.out
+    assert f"backlog 3, ready 2, in flight 0, deferred 0 (arq queue {queue})" in run.out
+
+
+async def test_bad_setting_exits_2_naming_the_variable(admin: Admin) -> None:
+    run = await admin("status", COHORTSYNC_RATE_BURST="-1")
+    assert run.code == 2
+    assert "COHORTSYNC_RATE_BURST" in run.err
+    assert "Traceback" not in run.err
+
+
+async def test_unreachable_database_names_host_never_password(admin: Admin) -> None:
+    run = await admin(
+        "list-keys", COHORTSYNC_DATABASE_URL="postgresql://ops:hunter2@127.0.0.1:1/cohortsync"
+    )
+    assert run.code == 1
+    assert "cannot reach Postgres at 127.0.0.1:1/cohortsync" in run.err
+    assert "hunter2" not in run.err
+    assert "Traceback" not in run.err
+
+
+def test_admin_imports_neither_the_edge_nor_the_worker() -> None:
+    """admin/ stands on core/ and schemas/ only, so ingest/ is the edge and nothing else."""
+    admin = Path(__file__).resolve().parents[1] / "admin"
+    imported = set()
+    for path in admin.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {(path.name, alias.name) for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add((path.name, node.module))
+    assert {m.split(".")[0] for _, m in imported} >= {"admin", "core", "schemas"}
+    assert [(f, m) for f, m in imported if m.split(".")[0] in ("ingest", "worker")] == []

@@ -1,0 +1,1 @@
+"""Tests of core/: what both processes share."""

@@ -1,0 +1,1 @@
+"""Tests of deploy/: its files checked by the tools operators run."""

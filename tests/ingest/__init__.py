@@ -1,0 +1,1 @@
+"""Tests of ingest/: the edge in-process, one surface at a time."""

@@ -1,0 +1,146 @@
+"""Read API: audiences with member counts, current members, a profile's audiences."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+import asyncpg
+import pytest
+
+from ingest.store import MEMBER_PAGE_SQL, PROFILE_AUDIENCES_SQL
+from tests.support.edge import Client
+
+
+async def audience(db: asyncpg.Pool, name: str, cleared_version: int = 0) -> int:
+    audience_id: int = await db.fetchval(
+        """INSERT INTO audiences (account_id, name, cleared_version) VALUES (1, $1, $2)
+           RETURNING id""",
+        name,
+        cleared_version,
+    )
+    return audience_id
+
+
+async def members(db: asyncpg.Pool, audience_id: int, rows: list[tuple[str, bool, int]]) -> None:
+    await db.executemany(
+        "INSERT INTO memberships (audience_id, profile_id, member, version) VALUES ($1,$2,$3,$4)",
+        [(audience_id, p, m, v) for p, m, v in rows],
+    )
+
+
+@pytest.fixture
+async def world(db: asyncpg.Pool) -> dict[str, int]:
+    """Three live audiences and a deleted one, with members, tombstones and cleared rows."""
+    a = await audience(db, "A", cleared_version=100)
+    b = await audience(db, "B")
+    c = await audience(db, "C")
+    gone = await audience(db, "Gone")
+    # In A: p3 is older than the clear, p4 a tombstone; p1, p2 and p5 count.
+    await members(
+        db, a, [("p2", True, 101), ("p1", True, 150), ("p3", True, 99), ("p4", False, 120)]
+    )
+    await members(db, a, [("p5", True, 100_000)])
+    await members(db, b, [("p1", True, 1)])
+    await members(db, gone, [("p1", True, 1)])
+    await db.execute("UPDATE audiences SET deleted_at = now() WHERE id = $1", gone)
+    return {"A": a, "B": b, "C": c, "Gone": gone}
+
+
+async def test_audiences_paged_with_member_counts(client: Client, world: dict[str, int]) -> None:
+    resp = await client.get("/v1/audiences?pageSize=2")
+    assert resp.status == 200
+    first = await resp.json()
+    assert first["totalResultSize"] == 3
+    assert first["hasMore"] is True
+    assert [(x["id"], x["name"], x["membersCount"]) for x in first["data"]] == [
+        (world["A"], "A", 3),
+        (world["B"], "B", 1),
+    ]
+    assert set(first["data"][0]) == {"accountId", "id", "created", "name", "membersCount"}
+    second = await (await client.get("/v1/audiences?pageSize=2&skip=2")).json()
+    assert second["hasMore"] is False
+    assert [(x["name"], x["membersCount"]) for x in second["data"]] == [("C", 0)]
+    beyond = await (await client.get("/v1/audiences?skip=10")).json()
+    assert beyond == {"totalResultSize": 3, "hasMore": False, "data": []}
+    default = await (await client.get("/v1/audiences")).json()
+    assert len(default["data"]) == 3
+
+
+async def test_current_members_paged_by_profile_id(client: Client, world: dict[str, int]) -> None:
+    path = f"/v1/audiences/{world['A']}/memberships"
+    page = await (await client.get(path + "?pageSize=2")).json()
+    assert page["totalResultSize"] == 3
+    assert page["hasMore"] is True
+    assert [m["profileIntegrationId"] for m in page["data"]] == ["p1", "p2"]
+    assert all(m["updated"].endswith("Z") for m in page["data"])
+    rest = await (await client.get(path + "?pageSize=2&skip=2")).json()
+    assert [m["profileIntegrationId"] for m in rest["data"]] == ["p5"]
+    assert rest["hasMore"] is False
+    empty = await (await client.get(f"/v1/audiences/{world['C']}/memberships")).json()
+    assert empty == {"totalResultSize": 0, "hasMore": False, "data": []}
+    for missing in (world["Gone"], 987654):
+        resp = await client.get(f"/v1/audiences/{missing}/memberships")
+        assert resp.status == 404
+        assert (await resp.json())["errors"][0]["source"] == {"parameter": "audienceId"}
+
+
+async def test_profile_audiences(client: Client, world: dict[str, int]) -> None:
+    p1 = await (await client.get("/v1/customer_profiles/p1/audiences")).json()
+    assert p1 == {"data": [{"id": world["A"], "name": "A"}, {"id": world["B"], "name": "B"}]}
+    for gone in ("p3", "p4", "nobody"):  # cleared, tombstone, unknown
+        found = await (await client.get(f"/v1/customer_profiles/{gone}/audiences")).json()
+        assert found == {"data": []}
+    odd = await (await client.get("/v1/customer_profiles/a%2Fb%3Ac/audiences")).json()
+    assert odd == {"data": []}
+    resp = await client.get("/v1/customer_profiles/" + "x" * 1001 + "/audiences")
+    assert resp.status == 400
+    assert (await resp.json())["errors"][0]["source"] == {"parameter": "integrationId"}
+
+
+async def test_profile_lookup_reads_the_profile_index(db: asyncpg.Pool) -> None:
+    ids = [await audience(db, f"A{i}") for i in range(20)]
+    await db.execute(
+        """INSERT INTO memberships (audience_id, profile_id, member, version)
+           SELECT a, 'user-' || n, true, 1
+           FROM unnest($1::bigint[]) AS a, generate_series(1, 2000) AS n""",
+        ids,
+    )
+    await db.execute("ANALYZE memberships")
+    await db.execute("ANALYZE audiences")
+    plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN " + PROFILE_AUDIENCES_SQL, "user-7"))
+    assert "memberships_profile" in plan
+    assert "Seq Scan on memberships" not in plan
+    # The current_memberships view is inlined (no scan of it): readers keep the indexes.
+    assert "current_memberships" not in plan
+    plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN " + MEMBER_PAGE_SQL, ids[3], 100, 0))
+    assert re.search(r"Index (Only )?Scan using memberships_\w+ on memberships", plan), plan
+    assert "current_memberships" not in plan
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        ("pageSize=0", "pageSize"),
+        ("pageSize=1001", "pageSize"),
+        ("pageSize=ten", "pageSize"),
+        ("pageSize=", "pageSize"),
+        ("skip=-1", "skip"),
+        ("skip=1.5", "skip"),
+    ],
+)
+async def test_bad_query_parameters_are_400(client: Client, query: str, parameter: str) -> None:
+    for path in ("/v1/audiences", "/v1/audiences/1/memberships"):
+        resp = await client.get(f"{path}?{query}")
+        assert resp.status == 400
+        error = await resp.json()
+        assert error["StatusCode"] == 400
+        assert error["errors"][0]["source"] == {"parameter": parameter}
+
+
+async def test_the_longest_profile_id_fits_in_a_request_line(client: Client) -> None:
+    # 1000 characters of 4 UTF-8 bytes: 12,000 bytes percent-encoded, past aiohttp's default.
+    profile_id = "\U0001f600" * 1000
+    response = await client.get(f"/v1/customer_profiles/{quote(profile_id)}/audiences")
+    assert response.status == 200
+    assert await response.json() == {"data": []}

@@ -1,0 +1,1 @@
+"""Tests of schemas/: settings, shapes, log lines."""

@@ -1,0 +1,54 @@
+"""What the worker tests do to Redis and Postgres the way the edge would: accept, clear, read."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from ingest.services.audiences import clear_or_delete
+from schemas import keys
+from tests.support.redis_keys import KEYS, scripts
+
+Changes = Sequence[tuple[keys.Action, str]]
+
+
+async def new_audience(db: Any, name: str = "cohort") -> int:
+    """An audience inserted straight into Postgres, as another edge process would: an edge
+    learns of it on a cache miss."""
+    audience_id: int = await db.fetchval(
+        "INSERT INTO audiences (account_id, name) VALUES (1, $1) RETURNING id", name
+    )
+    return audience_id
+
+
+async def accept(redis: aioredis.Redis, audience_id: int, changes: Changes) -> list[int]:
+    """Append changes to an audience's backlog as the edge does (accept.lua); returns their
+    versions."""
+    before = await redis.llen(KEYS.backlog(audience_id))  # type: ignore[misc]
+    entries = [keys.ACTION_CODE[action] + profile for action, profile in changes]
+    accepted = await scripts(redis).backlogs.accept({audience_id: entries}, max_backlog=10**12)
+    assert accepted == ("accepted", len(changes))
+    queued = await redis.lrange(KEYS.backlog(audience_id), before, -1)  # type: ignore[misc]
+    return [keys.decode_entry(e.decode())[2] for e in queued]
+
+
+async def clear(db: Any, redis: aioredis.Redis, audience_id: int, *, delete: bool = False) -> int:
+    """The edge's own DELETE .../memberships (or of the audience): returns the clear's version."""
+    version = await clear_or_delete(db, scripts(redis), audience_id, delete=delete)
+    assert version is not None, f"audience {audience_id} is not live"
+    return version
+
+
+async def memberships(db: Any, audience_id: int) -> dict[str, tuple[bool, int]]:
+    """Every stored row of an audience, tombstones included: profile -> (member, version)."""
+    rows = await db.fetch(
+        "SELECT profile_id, member, version FROM memberships WHERE audience_id = $1", audience_id
+    )
+    return {r["profile_id"]: (r["member"], r["version"]) for r in rows}
+
+
+async def stats(redis: aioredis.Redis, audience_id: int) -> dict[str, int]:
+    raw = await redis.hgetall(KEYS.stats(audience_id))  # type: ignore[misc]
+    return {k.decode(): int(v) for k, v in raw.items()}

@@ -1,0 +1,1 @@
+"""Tests of worker/: the arq worker in-process against real Postgres and Redis."""
