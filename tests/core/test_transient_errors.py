@@ -47,7 +47,8 @@ TRANSIENT = [
 ]
 
 # The client used after its connection or pool closed: a job runs again (its replica may be
-# stopping); the edge answers 500, as it did before (tests/schemas/test_logs.py closes its pool).
+# stopping); the edge answers 500, as it did before (tests/ingest/test_request_logs.py closes
+# its pool).
 CLIENT_CLOSED = [
     asyncpg.InterfaceError("pool is closed"),
     asyncpg.InterfaceError("connection is closed"),

@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import tempfile
-import time
-from typing import Any
 
 import redis.asyncio as aioredis
 
-from schemas.settings import Settings
-from tests.support.process import health_keys, service_env, spawn, stop
 from tests.support.redis_keys import KEYS, scripts
-from tests.support.worker import accept, new_audience
 from worker.limiter import Limiter
 
 
@@ -71,40 +65,3 @@ async def test_waiters_get_consecutive_slots(redis: aioredis.Redis) -> None:
     gaps = [b - a for a, b in zip(sorted(done), sorted(done)[1:], strict=False)]
     assert min(gaps) > 0.005
     await limiter.close()
-
-
-async def test_rate_holds_across_worker_processes(
-    settings: Settings, db: Any, redis: aioredis.Redis
-) -> None:
-    audience = await new_audience(db)
-    await accept(redis, audience, [("add", f"p{i}") for i in range(400)])
-    rate_per_minute, burst = 600, settings.rate_burst
-    # service_env turns the metrics port off: two replicas share this host.
-    env = service_env(
-        settings,
-        COHORTSYNC_RATE_LIMIT_PER_MINUTE=str(rate_per_minute),
-        COHORTSYNC_LOG_LEVEL="WARNING",
-    )
-    started = time.monotonic()
-    with tempfile.TemporaryFile() as log:
-        workers = [await spawn("worker.main", env, log) for _ in range(2)]
-        try:
-            # Each replica keeps its own health key while it runs.
-            while (
-                health := await health_keys(redis, KEYS, [w.pid for w in workers])
-            ) is None or await redis.exists(*health) < 2:
-                assert all(w.returncode is None for w in workers)
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(max(0.0, started + 5 - time.monotonic()))
-            applied = await db.fetchval(
-                "SELECT count(*) FROM memberships WHERE audience_id = $1", audience
-            )
-            elapsed = time.monotonic() - started
-        finally:
-            codes = [await stop(w) for w in workers]
-        log.seek(0)
-        errors = log.read().decode()
-    assert codes == [0, 0], errors
-    assert await redis.exists(*health) == 0
-    # One process alone could apply 600/min; two limited separately would apply twice that.
-    assert 0 < applied <= rate_per_minute / 60 * elapsed + burst + 10
