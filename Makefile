@@ -5,11 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser deploy-tools run test test-faults test-deploy lint format typecheck bench all clean
+.PHONY: help install browser deploy-tools run test test-fast test-faults test-deploy lint format typecheck bench all clean
 
 help:
 	@echo "make run        run edge + 2 workers (embedded Postgres/Redis unless URLs are set)"
 	@echo "make test       install what is needed and run the whole test suite"
+	@echo "make test-fast  the suite less tests/system (no process started, no server killed)"
 	@echo "make test-faults  the full fault suite (~6 min): kills, outages, one report"
 	@echo "make test-deploy  build the image with podman, run it, compose and Prometheus (deploy/)"
 	@echo "make bench      run the benchmarks and print one table"
@@ -64,9 +65,14 @@ run: $(STAMP)
 test: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The loop while changing code: tests/system (processes started, servers killed) is left out.
+test-fast: $(STAMP) browser
+	$(BIN)/python -m pytest -m "not system" $(PYTEST_ARGS)
+
 # The suite's short fault plan runs inside `make test`; this is the full one.
 test-faults: $(STAMP)
-	COHORTSYNC_TEST_FAULTS=full $(BIN)/python -m pytest tests/system $(PYTEST_ARGS)
+	COHORTSYNC_TEST_FAULTS=full $(BIN)/python -m pytest tests/system/test_faults.py \
+		tests/system/test_redis_persistence.py $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench

@@ -3,6 +3,8 @@ the figures an operator asks for (image size, build times, what ran) printed at 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.deploy.deploy_support import DOCKERFILE
@@ -10,6 +12,16 @@ from tests.deploy_real import podman
 
 # name -> figure, printed after the tests in the order they were recorded.
 FIGURES: dict[str, str] = {}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Only an -m naming ``deploy`` runs these: ``pytest -m "not system"`` builds no image."""
+    if re.search(r"\bdeploy\b", config.option.markexpr):
+        return
+    deploy = [item for item in items if item.get_closest_marker("deploy")]
+    if deploy:
+        config.hook.pytest_deselected(items=deploy)
+        items[:] = [item for item in items if not item.get_closest_marker("deploy")]
 
 
 def record(name: str, figure: str) -> None:

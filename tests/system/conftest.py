@@ -1,4 +1,5 @@
-"""The fault suite's servers (its own, which it kills) and its report at the end of the run."""
+"""Tests that start real processes or kill servers, all marked ``system`` (so that
+``pytest -m "not system"`` leaves them out); the fault suite's servers and its report."""
 
 from __future__ import annotations
 
@@ -20,10 +21,18 @@ from tests.system.fault_support import Faulty, Servers
 from tests.system.report import REPORT, render
 from tests.system.servers import own_postgres, own_redis
 
-ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
 REPORT_PATH = ROOT / "artifacts" / "fault-report.txt"
 REDIS_DATABASES = 16
 _databases = itertools.count(1)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.system)
 
 
 @pytest.fixture(scope="session")
