@@ -161,18 +161,22 @@ def request(method: str, path: str, *headers: str, body: bytes = b"") -> bytes:
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
-async def wait_for_connections(edge: EdgeProcess, at_most: int, timeout_s: float = 5.0) -> int:
-    """The connections the edge holds on its port once they are ``at_most`` (fails naming the
-    count after ``timeout_s``)."""
+async def wait_for_connections(
+    edge: EdgeProcess, at_most: int | None = None, at_least: int = 0, timeout_s: float = 5.0
+) -> int:
+    """The connections the edge holds on its port once they are between ``at_least`` and
+    ``at_most`` (fails naming the count after ``timeout_s``)."""
     try:
         async with asyncio.timeout(timeout_s):
             while True:
-                if (n := edge.client_sockets()) <= at_most:
+                n = edge.client_sockets()
+                if at_least <= n and (at_most is None or n <= at_most):
                     return n
                 await asyncio.sleep(0.05)
     except TimeoutError:
         held = edge.client_sockets()
-        raise AssertionError(f"the edge still holds {held} connections, not {at_most}") from None
+        wanted = f"{at_least}-{'' if at_most is None else at_most}"
+        raise AssertionError(f"the edge holds {held} connections, not {wanted}") from None
 
 
 def fd_soft_limit(pid: int) -> int:

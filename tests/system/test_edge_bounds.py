@@ -88,7 +88,7 @@ async def test_unfinished_requests_are_closed_at_the_default_timeout(
     async with edge_process(settings) as edge:
         fds_before = edge.open_fds()
         opened = await hold_unfinished(edge, key, per_kind=100, dribble_every_s=1.0)
-        await asyncio.sleep(1.0)
+        await wait_for_connections(edge, at_least=400)
         assert edge.client_sockets() == 400
         fds_held = edge.open_fds()
         closed_after = await assert_closed_after(opened, DEFAULT_READ_TIMEOUT_S)
@@ -126,13 +126,13 @@ async def test_a_shortened_timeout_closes_unfinished_requests_but_not_slow_whole
         )
         for i in range(0, len(whole), len(whole) // 3 + 1):
             await slow.send(whole[i : i + len(whole) // 3 + 1])
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.25)  # the pause between pieces is the point
         status, _, answer = await slow.response()
         assert status == 204, answer  # nothing to change: accepted, not closed
         # ...and the clock is per request: a keep-alive connection idle between requests for
         # longer than the read timeout in all is not closed for it.
         for _ in range(3):
-            await asyncio.sleep(0.6)
+            await asyncio.sleep(0.6)  # idle between requests: the point
             await slow.send(request("GET", "/healthz"))
             status, _, _ = await slow.response()
             assert status == 200
@@ -164,7 +164,7 @@ async def test_connections_past_the_cap_get_503_in_the_surface_shape_and_are_clo
 ) -> None:
     async with edge_process(settings, COHORTSYNC_MAX_CONNECTIONS="20") as edge:
         held = [await Raw.connect(edge.port) for _ in range(20)]
-        await asyncio.sleep(0.2)
+        await wait_for_connections(edge, at_least=20)
 
         integration = await Raw.connect(edge.port)
         body = json.dumps({"data": []}).encode()

@@ -16,6 +16,7 @@ from arq import Retry
 from schemas.jobs import Change, DeadLetter
 from schemas.settings import Settings
 from tests.support.redis_keys import KEYS
+from tests.support.status import wait_until
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.worker import memberships, new_audience
 from worker.changes import apply_change
@@ -145,7 +146,11 @@ async def test_postgres_away_keeps_the_batch_and_commits_when_it_is_back(
     try:
         await proxy.down()  # open connections reset, new ones refused
         applying = asyncio.create_task(apply_change(job(state), Change(a, "p", True, 1)))
-        await asyncio.sleep(3)
+
+        async def reported() -> bool:
+            return state.applier.problem is not None
+
+        await wait_until(reported, "the applier to report Postgres away")
         assert not applying.done()
         assert state.applier.problem is not None
         await proxy.up()

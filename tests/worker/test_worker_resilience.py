@@ -1,21 +1,18 @@
-"""The worker's poll loop: claims no more than it has room for, and survives a Redis that
-refuses writes (out of memory) instead of exiting."""
+"""The worker's poll loop: claims no more than it has room for, and a stop turned into a timeout
+still stops it (tests/system/test_redis_out_of_memory.py: it survives a Redis refusing writes)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 from arq.connections import create_pool
 from arq.worker import func
 
-from deploy import embedded
 from schemas.keys import Keys
 from schemas.settings import Settings
-from tests.support.status import running_worker, wait_until
 from worker.app import ChangeWorker, redis_settings
 from worker.errors import raise_if_cancelled
 
@@ -61,38 +58,6 @@ async def test_claims_fill_the_room_and_never_more(
             task.cancel()
         await asyncio.gather(*runners, return_exceptions=True)
         await pool.aclose()
-
-
-async def test_a_redis_out_of_memory_is_waited_out(
-    settings: Settings, db: Any, tmp_path: Path
-) -> None:
-    with embedded.redis(tmp_path / "redis") as url:
-        own = settings.with_changes(redis_url=url)
-        client = aioredis.Redis.from_url(url)
-        try:
-            async with running_worker(own, client) as started:
-                assert isinstance(started, ChangeWorker)
-                worker = started
-                await client.config_set("maxmemory", 1)  # every write refused: OOM
-
-                def problem() -> str:
-                    return worker.health_problem() or ""
-
-                async def unhealthy() -> bool:
-                    return "Redis failing" in problem()
-
-                await wait_until(unhealthy, "the worker to report Redis")
-                await asyncio.sleep(2)
-                assert "OutOfMemoryError" in problem()
-                assert not worker.loop_ended
-                await client.config_set("maxmemory", 0)
-
-                async def healthy() -> bool:
-                    return worker.health_problem() is None
-
-                await wait_until(healthy, "the worker to recover")
-        finally:
-            await client.aclose()
 
 
 async def test_a_stop_turned_into_a_timeout_still_stops_the_loop() -> None:
