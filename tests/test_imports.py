@@ -61,3 +61,9 @@ def test_the_check_sees_a_forbidden_import(tmp_path: Path) -> None:
         "def f():\n    from worker.app import create_worker\n    import redis.asyncio\n"
     )
     assert imports_of(module) == {"worker", "redis"}
+
+
+def test_admin_stands_on_core_and_schemas() -> None:
+    """What admin/ shares with the edge it reads through core/ and schemas/, never ingest/."""
+    used = set().union(*(imports_of(path) for path in (ROOT / "admin").rglob("*.py")))
+    assert used & OURS >= {"admin", "core", "schemas"}

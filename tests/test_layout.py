@@ -12,6 +12,11 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 # Not the tests of one package: make test-deploy's, the benchmarks, shared helpers, API specs.
 APART = {"system", "deploy_real", "bench", "support", "reference"}
+# Helpers that start a process of ours.
+PROCESS_HELPERS = {
+    "tests.support.process": {"spawn"},
+    "tests.support.admin": {"run_console_script"},
+}
 
 
 def packages() -> set[str]:
@@ -45,7 +50,7 @@ def starts_processes(path: Path, entries: set[str]) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.module:
             names = {alias.name for alias in node.names}
             if node.module.startswith(("tests.system", "tests.bench")) or (
-                node.module == "tests.support.process" and "spawn" in names
+                names & PROCESS_HELPERS.get(node.module, set())
             ):
                 found.append(f"line {node.lineno}: imports {node.module}")
     return found
@@ -76,10 +81,11 @@ def test_the_check_sees_a_process_started(tmp_path: Path) -> None:
     module = tmp_path / "test_x.py"
     module.write_text(
         "from tests.support.process import free_port, spawn\n"
+        "from tests.support.admin import Admin, run_console_script\n"
         "from tests.bench.processes import children\n"
         "ARGS = ['-m', 'worker.main']\n"
     )
-    assert len(starts_processes(module, entry_modules())) == 3
+    assert len(starts_processes(module, entry_modules())) == 4
 
 
 def collected(*args: str) -> str:

@@ -1,48 +1,15 @@
-"""``cohortsync-admin`` against real Postgres and Redis: its ``main`` in-process, and once the
-console script as operators run it."""
+"""``cohortsync-admin`` against real Postgres and Redis: its ``main`` in-process (the console
+script as a process: tests/system/test_admin_main.py)."""
 
 from __future__ import annotations
-
-import ast
-from pathlib import Path
 
 import asyncpg
 import redis.asyncio as aioredis
 
 from schemas import apikeys
 from schemas.keys import Keys
-from tests.support.admin import Admin, run_console_script
-from tests.support.process import environment
+from tests.support.admin import Admin
 from tests.support.redis_keys import KEYS, scripts
-
-
-async def test_create_key_prints_key_once_and_stores_only_its_hash(
-    admin: Admin, db: asyncpg.Pool, database_url: str, redis_url: str
-) -> None:
-    env = environment(database_url=database_url, redis_url=redis_url)
-    run = await run_console_script("create-key", "amplitude-prod", "--scope", "cdp", env=env)
-    assert run.code == 0, run.err
-    # stdout is a pipe here: the key alone, so `KEY=$(cohortsync-admin create-key x)` works.
-    assert run.out.count("\n") == 1
-    key = run.out.strip()
-    assert key.startswith(apikeys.KEY_PREFIX)
-    row = await db.fetchrow("SELECT * FROM api_keys")
-    assert row["key_hash"] == apikeys.hash_key(key)
-    assert (row["name"], row["key_prefix"], row["scope"]) == (
-        "amplitude-prod",
-        key[:8],
-        "cdp",
-    )
-    assert row["revoked_at"] is None
-    assert str(row["id"]) in run.err
-    everything = await db.fetchval("SELECT string_agg(k::text, ' ') FROM api_keys k")
-    assert key not in everything
-    assert key[apikeys.SHOWN_CHARS :] not in everything
-
-    listed = await admin("list-keys")
-    assert listed.code == 0
-    assert key[:8] in listed.out
-    assert key not in listed.out
 
 
 async def test_revoke_key_by_prefix_or_id(admin: Admin, db: asyncpg.Pool) -> None:
@@ -148,17 +115,3 @@ async def test_unreachable_database_names_host_never_password(admin: Admin) -> N
     assert "cannot reach Postgres at 127.0.0.1:1/cohortsync" in run.err
     assert "hunter2" not in run.err
     assert "Traceback" not in run.err
-
-
-def test_admin_imports_neither_the_edge_nor_the_worker() -> None:
-    """admin/ stands on core/ and schemas/ only, so ingest/ is the edge and nothing else."""
-    admin = Path(__file__).resolve().parents[1] / "admin"
-    imported = set()
-    for path in admin.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                imported |= {(path.name, alias.name) for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                imported.add((path.name, node.module))
-    assert {m.split(".")[0] for _, m in imported} >= {"admin", "core", "schemas"}
-    assert [(f, m) for f, m in imported if m.split(".")[0] in ("ingest", "worker")] == []
