@@ -41,7 +41,8 @@ browser:
 # make test-deploy runs deploy/ for real: podman (as root, runc, cgroupfs), a Debian base image
 # made by mmdebstrap, Debian's Prometheus and promtool. Missing packages are installed where we
 # may (root, with apt-get), as for Chromium; elsewhere the tests fail naming what is missing.
-DEPLOY_PACKAGES := podman runc conmon netavark aardvark-dns mmdebstrap prometheus
+# netavark (podman's network) needs iptables: without it every container start fails.
+DEPLOY_PACKAGES := podman runc conmon netavark aardvark-dns iptables mmdebstrap prometheus
 deploy-tools:
 	@missing=$$(for p in $(DEPLOY_PACKAGES); do \
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' \
