@@ -103,7 +103,8 @@ class ChangeWorker(ArqWorker):
     def __init__(self, *args: Any, keys: Keys, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.keys = keys
-        # Job id -> the score it was claimed with, while it runs (arq defers relative to it).
+        # Job id -> the score it was claimed with, while it runs: arq's deferral is relative
+        # to it (``job_ended``).
         self._scores: dict[str, int] = {}
         # Set by stop_worker: the loops end at their next turn even if a cancellation got lost.
         self.stopping = False
@@ -158,7 +159,6 @@ class ChangeWorker(ArqWorker):
     async def _claim_and_start(self) -> None:
         claimed = await self.scripts.leases.claim(self.room)
         for job in claimed:
-            self._scores[job.job_id] = job.score
             await self.start_job(job.job_id, job.score)  # never waits: at most room were claimed
         if not claimed:
             await asyncio.sleep(IDLE_POLL_DELAY_S - POLL_DELAY_S)
@@ -176,6 +176,7 @@ class ChangeWorker(ArqWorker):
                 self._redis_failed(e)
 
     async def run_claimed(self, job_id: str, score: int) -> None:
+        self._scores[job_id] = score
         try:
             await super().run_claimed(job_id, score)
         except REDIS_UNREACHABLE as e:
@@ -193,9 +194,19 @@ class ChangeWorker(ArqWorker):
         else:
             # Retried, cancelled, or (arq's own job timeout) failed without an outcome: the
             # change goes back to the queue, never lost.
-            await self.scripts.leases.retry(
-                job_id, incr_score_ms or (0 if not finished else UNFINISHED_DEFER_MS)
-            )
+            await self.scripts.leases.retry(job_id, self._due_ms(job_id, finished, incr_score_ms))
+
+    def _due_ms(self, job_id: str, finished: bool, incr_score_ms: int | None) -> int:
+        """When a job that ended without an outcome is due again (Unix ms).
+
+        arq's ``Retry(defer=d)`` comes as what arq would add to the score the job was claimed
+        with: ``d`` plus the time since that score, so their sum is now + ``d`` however long the
+        job waited. A job that ended unfinished waits ``UNFINISHED_DEFER_MS`` from now; one
+        retried without a deferral or cancelled is due at once, ahead of what queued since.
+        """
+        if incr_score_ms:
+            return self._scores[job_id] + incr_score_ms
+        return int(time.time() * 1000) + UNFINISHED_DEFER_MS if finished else 0
 
     async def job_unrunnable(self, job_id: str) -> None:
         """arq gives up on a job it cannot run (its payload unreadable, its function unknown to
