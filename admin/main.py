@@ -10,9 +10,10 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from admin import api_keys, deadletters, rate, simulate, status
-from admin.connections import describe_url
+from admin.connections import describe_url, redis_client, scripts
 from admin.errors import explain
 from admin.output import PROG
+from admin.redis_upgrade import upgrade_redis
 from core.migrations import migrate
 from schemas.apikeys import SCOPES
 from schemas.settings import Settings, SettingsError
@@ -25,6 +26,14 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
         print(f"applied migrations {', '.join(map(str, applied))} to {where}")
     else:
         print(f"{where} is up to date")
+    client = redis_client(settings.redis_url)
+    try:
+        own = scripts(client, settings)
+        moved = await upgrade_redis(own)
+    finally:
+        await client.aclose()
+    for line in moved.lines(own.keys.tag):
+        print(line)
     return 0
 
 
@@ -62,9 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser(
         "migrate",
-        help="apply pending database migrations",
-        description="Apply every schema migration the database has not applied yet. Safe to run "
-        "from several processes at once and to repeat.",
+        help="apply pending database migrations and move Redis keys of an older layout",
+        description="Apply every schema migration the database has not applied yet, then move "
+        "what Redis holds in the key layout before namespaces (queued changes, jobs, dead "
+        "letters, counters) under COHORTSYNC_QUEUE_NAME's namespace. Safe to run from several "
+        "processes at once, to interrupt and to repeat.",
     )
     p = sub.add_parser(
         "create-key",

@@ -10,9 +10,11 @@ import sys
 
 from aiohttp import web
 
+from core.scripts.upgrade import warn_if_pending
 from ingest.app import create_app
 from ingest.serve import SHUTDOWN_TIMEOUT_S as SHUTDOWN_TIMEOUT_S
 from ingest.serve import ensure_fd_limit, serve
+from ingest.state import SCRIPTS
 from schemas import logs as log_format
 from schemas.settings import Settings, SettingsError, help_epilog
 
@@ -72,9 +74,15 @@ def main(argv: list[str] | None = None) -> None:
         extra={"event": "start", "pid": os.getpid(), "fd_limit": fd_limit},
     )
     app = create_app(settings)
+    app.on_startup.append(_warn_if_upgrade_pending)
     app.on_shutdown.append(_stopping)
     asyncio.run(serve(settings, app))
     log.info("edge stopped", extra={"event": "stop", "pid": os.getpid()})
+
+
+async def _warn_if_upgrade_pending(app: web.Application) -> None:
+    # After the pools opened (cleanup_ctx runs first): Redis may still hold the old key layout.
+    await warn_if_pending(app[SCRIPTS].upgrade, log)
 
 
 async def _stopping(app: web.Application) -> None:

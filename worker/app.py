@@ -20,6 +20,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from core.scripts import Scripts
+from core.scripts.upgrade import warn_if_pending
 from schemas import jobs
 from schemas.jobs import DeadLetter
 from schemas.keys import APPLY_FUNCTION, Keys, parse_job_id
@@ -267,6 +268,7 @@ def create_worker(settings: Settings, **overrides: Any) -> ChangeWorker:
         pool.connection_kwargs["socket_timeout"] = REDIS_SOCKET_TIMEOUT_S
         await pool.disconnect()
         ctx[STATE_KEY] = await WorkerState.open(settings, ctx["redis"], scripts=worker.scripts)
+        await warn_if_pending(worker.scripts.upgrade, logger)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         state = ctx.pop(STATE_KEY, None)
