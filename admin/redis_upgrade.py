@@ -76,40 +76,59 @@ class Moved(NamedTuple):
             )
         return lines
 
+    def plus(self, other: Moved) -> Moved:
+        return Moved(*(a + b for a, b in zip(self, other, strict=True)))
+
 
 async def upgrade_redis(scripts: Scripts) -> Moved:
     """Move everything of the layout before namespaces into ``scripts``' namespace."""
-    redis, up = scripts.redis, scripts.upgrade
-    old = up.legacy
-    config = await _merge_hash(redis, old.config, up.config)
-    versions = await _merge_hash(redis, old.versions, up.versions)
-    clears = await _merge_hash(redis, old.cleared, up.cleared)
-    stats = 0
-    async for audience in _suffixes(redis, old.stats_prefix):
+    moved = Moved()
+    for step in STEPS.values():
+        moved = moved.plus(await step(scripts.redis, scripts.upgrade))
+    return moved
+
+
+async def _config(redis: Redis, up: Upgrade) -> Moved:
+    return Moved(config_fields=await _merge_hash(redis, up.legacy.config, up.config))
+
+
+async def _versions(redis: Redis, up: Upgrade) -> Moved:
+    return Moved(versions=await _merge_hash(redis, up.legacy.versions, up.versions))
+
+
+async def _clears(redis: Redis, up: Upgrade) -> Moved:
+    return Moved(clears=await _merge_hash(redis, up.legacy.cleared, up.cleared))
+
+
+async def _stats(redis: Redis, up: Upgrade) -> Moved:
+    merged = 0
+    async for audience in _suffixes(redis, up.legacy.stats_prefix):
         if audience.isdigit():
-            merge_stats = _audience_stats(up, int(audience))
-            stats += bool(await _merge_hash(redis, old.stats(audience), merge_stats))
-    letters = await _move_letters(redis, up)
-    seen = 0
-    async for message_ids in _batches(_suffixes(redis, old.seen_prefix)):
-        seen += await up.seen(message_ids)
+            merge = _audience_stats(up, int(audience))
+            merged += bool(await _merge_hash(redis, up.legacy.stats(audience), merge))
+    return Moved(stats=merged)
+
+
+async def _seen(redis: Redis, up: Upgrade) -> Moved:
+    renamed = 0
+    async for message_ids in _batches(_suffixes(redis, up.legacy.seen_prefix)):
+        renamed += await up.seen(message_ids)
+    return Moved(seen_keys=renamed)
+
+
+async def _backlogs(redis: Redis, up: Upgrade) -> Moved:
     entries = 0
-    async for audience in _suffixes(redis, old.backlog_prefix):
+    async for audience in _suffixes(redis, up.legacy.backlog_prefix):
         if audience.isdigit():
             while moved := await up.backlog(int(audience), BATCH):
                 entries += moved
-    requeued, dead = await _move_jobs(redis, up)
-    seconds = [int(s) async for s in _suffixes(redis, old.applied_prefix) if s.isdigit()]
+    return Moved(backlog_entries=entries)
+
+
+async def _finish(redis: Redis, up: Upgrade) -> Moved:
+    seconds = [int(s) async for s in _suffixes(redis, up.legacy.applied_prefix) if s.isdigit()]
     last = await up.finish(seconds)
     return Moved(
-        backlog_entries=entries,
-        jobs_requeued=requeued,
-        dead_letters=letters + dead,
-        seen_keys=seen,
-        stats=stats,
-        versions=versions,
-        clears=clears,
-        config_fields=config,
         active_audiences=last.audiences,
         backlog_total=last.backlog_total,
         dropped_keys=last.dropped,
@@ -131,12 +150,12 @@ async def _merge_hash(
     return merged
 
 
-async def _move_letters(redis: Redis, up: Upgrade) -> int:
+async def _letters(redis: Redis, up: Upgrade) -> Moved:
     """Move the old dead letters in order, each with its job id in the namespace's format."""
     moved = 0
     while head := await redis.lrange(up.legacy.dead_letters, 0, BATCH - 1):  # type: ignore[misc]
         moved += await up.letters([(raw, _renamed_letter(raw, up)) for raw in head])
-    return moved
+    return Moved(dead_letters=moved)
 
 
 def _renamed_letter(raw: bytes, up: Upgrade) -> bytes:
@@ -157,21 +176,22 @@ def _job_id(old_id: str, up: Upgrade) -> str:
     return up.keys.job_id(audience_id, version)
 
 
-async def _move_jobs(redis: Redis, up: Upgrade) -> tuple[int, int]:
+async def _jobs(redis: Redis, up: Upgrade) -> Moved:
     """Turn the old queue's and leases' jobs back into backlog entries, each audience's newest
-    first (so the backlog's head ends oldest first); returns (re-queued, dead letters kept)."""
+    first: put at the head of backlogs whose older entries moved before, they end oldest first.
+    A payload that holds no change is kept as a dead letter."""
     requeued = dead = 0
-    while ids := await _old_job_ids(redis, up):
+    while ids := await old_job_ids(redis, up):
         for start in range(0, len(ids), BATCH):
             batch = ids[start : start + BATCH]
             payloads = await redis.mget([up.legacy.job(job_id) for job_id in batch])
-            jobs = [_legacy_job(job_id, p, up) for job_id, p in zip(batch, payloads, strict=True)]
+            jobs = [legacy_job(job_id, p, up) for job_id, p in zip(batch, payloads, strict=True)]
             done, kept = await up.jobs(jobs)
             requeued, dead = requeued + done, dead + kept
-    return requeued, dead
+    return Moved(jobs_requeued=requeued, dead_letters=dead)
 
 
-async def _old_job_ids(redis: Redis, up: Upgrade) -> list[str]:
+async def old_job_ids(redis: Redis, up: Upgrade) -> list[str]:
     """The ids on the old queue and leases, newest version first. A job whose payload changed
     after it was read is left by its script, and read again here."""
     async with redis.pipeline(transaction=False) as pipe:
@@ -185,7 +205,7 @@ async def _old_job_ids(redis: Redis, up: Upgrade) -> list[str]:
     )
 
 
-def _legacy_job(job_id: str, payload: bytes | None, up: Upgrade) -> LegacyJob:
+def legacy_job(job_id: str, payload: bytes | None, up: Upgrade) -> LegacyJob:
     """What an old job becomes: its change's backlog entry, or a dead letter when its payload
     holds no change (arq's job dict, args ``[audience, profile, member, version]``)."""
     audience_id, _ = keys.parse_job_id(job_id)
@@ -223,3 +243,20 @@ async def _batches(items: AsyncIterator[T]) -> AsyncIterator[list[T]]:
             batch = []
     if batch:
         yield batch
+
+
+Step = Callable[[Redis, Upgrade], Awaitable[Moved]]
+# In this order: a clear is known before the changes it makes stale; the jobs, which left their
+# backlogs' heads before the entries still there, go ahead of those once the backlogs moved; the
+# keys the edge and the worker look for go last.
+STEPS: dict[str, Step] = {
+    "config": _config,
+    "versions": _versions,
+    "clears": _clears,
+    "stats": _stats,
+    "dead letters": _letters,
+    "seen": _seen,
+    "backlogs": _backlogs,
+    "jobs": _jobs,
+    "finish": _finish,
+}
