@@ -80,8 +80,8 @@ async def write_legacy(redis: aioredis.Redis, ids: Audiences) -> None:
     pipe.hset(OLD.stats(a), mapping={"accepted": 7, "dispatched": 4})
     entries = [keys.encode_entry("add", f"q{n}", v(b, n)) for n in range(B_CHANGES)]
     pipe.rpush(OLD.backlog(b), *entries, keys.encode_entry("delete", "q150", v(b, B_CHANGES)))
-    pipe.hset(OLD.stats(b), "accepted", B_CHANGES + 1)
-    pipe.hset(OLD.cleared, b, cleared_b(b))
+    pipe.hset(OLD.stats(b), mapping={"accepted": B_CHANGES + 1})
+    pipe.hset(OLD.cleared, mapping={b: cleared_b(b)})
     letter = DeadLetter(old_id(c, v(c, 1)), [c, "d1", True, v(c, 1)], "DataError: x", 1000)
     pipe.rpush(OLD.dead_letters, msgspec.json.encode(letter))
     pipe.hset(OLD.stats(c), mapping={"accepted": 1, "dead": 1})
@@ -96,7 +96,7 @@ async def write_legacy(redis: aioredis.Redis, ids: Audiences) -> None:
     pipe.set(OLD.applied_second(int(time.time())), 5, ex=120)
     # What the upgraded deployment wrote before migrate ran: merged, not overwritten.
     pipe.hset(KEYS.versions, mapping={a: v(a, 7) + 1000, b: 5})
-    pipe.hset(KEYS.config, "burst", 3)
+    pipe.hset(KEYS.config, mapping={"burst": 3})
     await pipe.execute()
 
 
