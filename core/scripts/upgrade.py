@@ -25,7 +25,7 @@ PENDING_CHECK_TIMEOUT_S = 2.0
 
 
 class LegacyKeys:
-    """The Redis keys before namespaces (up to commit 8437779): every key ``cs:...`` whatever
+    """The Redis keys before namespaces (before commit 4c72216): every key ``cs:...`` whatever
     ``COHORTSYNC_QUEUE_NAME`` said, except arq's queue, named by it; job ids ``cs:<audience>:
     <version>``, their payloads (``[audience, profile, member, version]``) under arq's prefix."""
 
