@@ -18,9 +18,9 @@ from schemas import keys
 from schemas.jobs import DeadLetter
 from schemas.keys import APPLY_FUNCTION
 from schemas.settings import Settings
-from tests.admin_helpers import Admin
-from tests.redis_keys import KEYS, scripts
-from tests.worker_support import memberships, new_audience, stats
+from tests.support.admin import Admin
+from tests.support.redis_keys import KEYS, scripts
+from tests.support.worker import memberships, new_audience, stats
 from worker.drain import run_until_drained
 
 OLD = LegacyKeys(Settings().queue_name)

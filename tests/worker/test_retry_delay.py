@@ -13,9 +13,9 @@ from arq.worker import func
 
 from schemas.keys import APPLY_FUNCTION
 from schemas.settings import Settings
-from tests.redis_keys import KEYS, scripts
-from tests.status_support import running_worker, wait_until
-from tests.worker_support import accept, memberships, new_audience, stats
+from tests.support.redis_keys import KEYS, scripts
+from tests.support.status import running_worker, wait_until
+from tests.support.worker import accept, memberships, new_audience, stats
 from worker import app
 from worker.changes import apply_change
 from worker.drain import is_drained
