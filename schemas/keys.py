@@ -52,6 +52,7 @@ class Keys:
         "cleared",
         "config",
         "dead_letters",
+        "dispatch_turn",
         "leases",
         "limiter",
         "namespace",
@@ -90,6 +91,10 @@ class Keys:
         self.config = f"{tag}:config"
         # The next free slot (µs, Redis clock) of the shared GCRA rate limiter; expires idle.
         self.limiter = f"{tag}:limiter"
+        # Which replica is dispatching (set NX with a short expiry, cleared by dispatch.lua):
+        # replicas take turns reading backlog heads instead of racing for the same entries
+        # and throwing away the read and the jobs built from it.
+        self.dispatch_turn = f"{tag}:dispatch:turn"
         # Changes that failed permanently, kept for an operator, never silently dropped: a list
         # of JSON ``DeadLetter``s; cohortsync-admin dead-letters replay re-queues them.
         self.dead_letters = f"{tag}:dead"

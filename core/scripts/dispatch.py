@@ -19,6 +19,10 @@ from schemas.jobs import Change, change_job
 from schemas.keys import APPLY_FUNCTION, Keys, decode_entry
 from schemas.lua import source
 
+# Longest a replica's dispatch turn lasts if it never ends it (it died between its reads and the
+# script): far above a dispatch's few milliseconds, short enough not to stall the others long.
+TURN_MS = 1000
+
 
 class DispatchResult(NamedTuple):
     """What one dispatch did."""
@@ -50,11 +54,17 @@ class Dispatch:
             pipe.zcard(k.leases)
             pipe.get(k.backlog_total)
             pipe.lrange(k.active_list, 0, -(-batch // quantum) - 1)
-            queued, running, total, active = await pipe.execute()
+            pipe.set(k.dispatch_turn, 1, nx=True, px=TURN_MS)
+            queued, running, total, active, turn = await pipe.execute()
         ready = int(queued) + int(running)
         room = min(batch, watermark - ready)
         if room <= 0 or not active:
+            if turn:
+                await self._redis.delete(k.dispatch_turn)
             return DispatchResult(0, 0, ready, int(total or 0))
+        if not turn:
+            # Another replica is dispatching: its reads would make ours stale.
+            return DispatchResult(0, 0, ready, int(total or 0), short=True)
         turns = -(-room // quantum)
         audiences = [a.decode() for a in active[:turns]]
         # Round-robin, each audience gets about turns / audiences turns of quantum entries.
@@ -77,7 +87,7 @@ class Dispatch:
                 change = Change(audience_id, profile_id, action == "add", version)
                 args += [raw, version, job_id, change_job(APPLY_FUNCTION, change)]
         created, dropped, ready_before, total_after, short = await self._script(
-            keys=script_keys + job_keys, args=args
+            keys=[*script_keys, *job_keys, k.dispatch_turn], args=args
         )
         return DispatchResult(
             int(created), int(dropped), int(ready_before), int(total_after), bool(short)

@@ -9,7 +9,8 @@
 -- read (another replica dispatched meanwhile), and at one whose entries read are used up.
 -- KEYS[1] arq queue (sorted set), KEYS[2] active list, KEYS[3] active set, KEYS[4] cleared hash,
 -- KEYS[5] backlog total, KEYS[6] leases, then for each audience i: KEYS[5 + 2i] its backlog,
--- KEYS[6 + 2i] its stats hash; then one job key per entry read, in the order of the entries.
+-- KEYS[6 + 2i] its stats hash; then one job key per entry read, in the order of the entries;
+-- last, the dispatch turn, which this call ends.
 -- ARGV[1] watermark, ARGV[2] most jobs to create, ARGV[3] entries per audience per turn,
 -- ARGV[4] number of audiences, then per audience in round-robin order: its id, the number n of
 -- entries read, then n times: the entry, its version, its job id, its job (arq's payload).
@@ -106,6 +107,7 @@ while created < room and left > 0 do
   end
 end
 
+redis.call('DEL', KEYS[#KEYS])
 local total = 0
 if created + dropped > 0 then
   total = redis.call('DECRBY', KEYS[5], created + dropped)

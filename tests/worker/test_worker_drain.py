@@ -194,3 +194,24 @@ async def test_watermark_follows_the_rate_in_force(
     assert dispatcher.watermark() == settings.dispatch_watermark
     rate = 0
     assert dispatcher.watermark() == settings.dispatch_watermark
+
+
+async def test_replicas_take_turns_to_dispatch(
+    settings: Settings, db: Any, redis: aioredis.Redis
+) -> None:
+    a = await new_audience(db)
+    await accept(redis, a, [("add", f"p{i}") for i in range(100)])
+    dispatcher = Dispatcher(scripts(redis), unlimited(settings))
+    # Another replica's turn: this one reads no heads and builds nothing, it only asks again.
+    await redis.set(KEYS.dispatch_turn, 1, px=5000)
+    waited = await dispatcher.dispatch_once()
+    assert (waited.created, waited.short) == (0, True)
+    assert await redis.llen(KEYS.backlog(a)) == 100  # type: ignore[misc]
+    # The turn ends with the dispatch that took it, so the next one (any replica's) goes ahead.
+    await redis.delete(KEYS.dispatch_turn)
+    first = await dispatcher.dispatch_once()
+    assert first.created == 100
+    assert not await redis.exists(KEYS.dispatch_turn)
+    # With nothing left to move, a turn taken is given back at once as well.
+    assert (await dispatcher.dispatch_once()).created == 0
+    assert not await redis.exists(KEYS.dispatch_turn)
