@@ -174,11 +174,15 @@ async def send(session: aiohttp.ClientSession, plan: Plan, options: Options, err
 
 
 async def _members_page(
-    session: aiohttp.ClientSession, options: Options, audience_id: int, size: int, skip: int
+    session: aiohttp.ClientSession,
+    options: Options,
+    audience_id: int,
+    size: int,
+    cursor: str | None = None,
 ) -> MemberPage:
     url = f"{options.url.rstrip('/')}/v1/audiences/{audience_id}/memberships"
     headers = {"Authorization": f"ApiKey-v1 {options.read_key or options.key}"}
-    params = {"pageSize": str(size), "skip": str(skip)}
+    params = {"pageSize": str(size)} | ({"cursor": cursor} if cursor is not None else {})
     async with session.get(url, params=params, headers=headers) as resp:
         text = await resp.read()
         if resp.status != 200:
@@ -190,15 +194,16 @@ async def _members_page(
 
 
 async def members(session: aiohttp.ClientSession, options: Options, audience_id: int) -> set[str]:
-    """Every current member of the audience, page by page."""
+    """Every current member of the audience, page after page by the cursor (each page costs
+    the same, wherever it is)."""
     found: set[str] = set()
-    skip = 0
+    cursor = None
     while True:
-        page = await _members_page(session, options, audience_id, PAGE_SIZE, skip)
+        page = await _members_page(session, options, audience_id, PAGE_SIZE, cursor)
         found.update(m.profile_integration_id for m in page.data)
-        skip += len(page.data)
-        if not page.has_more or not page.data:
+        if not page.has_more or page.cursor is None:
             return found
+        cursor = page.cursor
 
 
 async def await_members(
@@ -213,7 +218,7 @@ async def await_members(
     expected ones, or until ``deadline``; returns the members last seen."""
     progress = Progress("applying", len(plan.expected), err, unit="members")
     while True:
-        page = await _members_page(session, options, audience_id, 1, 0)
+        page = await _members_page(session, options, audience_id, 1)
         progress.update(page.total_result_size)
         late = time.monotonic() >= deadline
         # A diff can leave the count unchanged while it applies: the count alone proves nothing.

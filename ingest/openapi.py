@@ -125,7 +125,22 @@ _CDP_HEADERS = (
 )
 _PAGING = (
     Param("pageSize", "query", int, "Items per page, 1 to 1000 (default 50).", required=False),
-    Param("skip", "query", int, "Items to skip (default 0).", required=False),
+    Param(
+        "skip",
+        "query",
+        int,
+        "Items to skip (default 0). Slower the further it goes (the skipped items are read "
+        "first): to read on, pass the previous page's `cursor` instead.",
+        required=False,
+    ),
+    Param(
+        "cursor",
+        "query",
+        str,
+        "The `cursor` of the previous page, as it was: the items after it, through an index "
+        "whatever the position. Not together with `skip`; another value is a 400.",
+        required=False,
+    ),
 )
 
 _BODY = (400, 401, 403, 413, 415, 503)

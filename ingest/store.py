@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC
 from typing import TypeVar
 
@@ -125,41 +125,43 @@ async def merge_attributes(
     return bool(done)
 
 
-class _NotLive(Exception):
-    """Raised inside ``clear_audience``'s transaction to undo it."""
-
-
-# Membership rows are locked in key order, then the audience row: the order a worker's upsert
-# takes them in (worker/applier.py), so a clear and a batch never wait for each other in a cycle.
-_CLEAR_MEMBERSHIPS_SQL = """DELETE FROM memberships
-    WHERE audience_id = $1 AND version < $2 AND profile_id IN (
-        SELECT profile_id FROM memberships WHERE audience_id = $1 AND version < $2
-        ORDER BY profile_id FOR UPDATE)"""
+# A clear locks only the audience row, the last row every writer of memberships locks
+# (worker/applier.py, the count triggers of migration 0005), so it waits for no one holding a
+# membership row. It takes its version while holding that lock: every batch that committed before
+# holds older changes only, and every later one counts its rows against the new cleared_version.
+_LOCK_LIVE_SQL = """SELECT cleared_version FROM audiences
+    WHERE id = $1 AND deleted_at IS NULL FOR NO KEY UPDATE"""
+_CLEAR_SQL = """UPDATE audiences
+    SET members_count = CASE WHEN $2 > cleared_version THEN 0 ELSE members_count END,
+        cleared_version = greatest(cleared_version, $2),
+        deleted_at = CASE WHEN $3 THEN now() END,
+        last_update = now()
+    WHERE id = $1"""
+# Every row of a deleted audience goes; of a cleared one, those the clear superseded.
+_SWEEP_SQL = """INSERT INTO membership_sweeps AS s (audience_id, up_to_version)
+    VALUES ($1, CASE WHEN $3 THEN 9223372036854775807 ELSE $2 END)
+    ON CONFLICT (audience_id) DO UPDATE
+    SET up_to_version = greatest(s.up_to_version, EXCLUDED.up_to_version), after_profile_id = ''"""
 
 
 async def clear_audience(
-    conn: asyncpg.Connection, audience_id: int, version: int, *, delete: bool
-) -> bool:
-    """Supersede every membership older than ``version`` (and delete the audience when asked),
-    in one transaction. False if the audience is unknown or already deleted."""
-    try:
-        async with conn.transaction():
-            await conn.execute(_CLEAR_MEMBERSHIPS_SQL, audience_id, version)
-            found = await conn.fetchval(
-                """UPDATE audiences
-                   SET cleared_version = greatest(cleared_version, $2),
-                       deleted_at = CASE WHEN $3 THEN now() END,
-                       last_update = now()
-                   WHERE id = $1 AND deleted_at IS NULL RETURNING true""",
-                audience_id,
-                version,
-                delete,
-            )
-            if not found:
-                raise _NotLive
-    except _NotLive:
-        return False
-    return True
+    conn: asyncpg.Connection,
+    audience_id: int,
+    take_version: Callable[[], Awaitable[int]],
+    *,
+    delete: bool,
+) -> int | None:
+    """Supersede every membership of a live audience (and delete it when asked) in O(1): its
+    ``cleared_version`` goes to a version from ``take_version`` and its count to 0; the
+    superseded rows are left to the workers' sweeper. The version, or None if the audience is
+    unknown or already deleted."""
+    async with conn.transaction():
+        if await conn.fetchval(_LOCK_LIVE_SQL, audience_id) is None:
+            return None
+        version = await take_version()
+        await conn.execute(_CLEAR_SQL, audience_id, version, delete)
+        await conn.execute(_SWEEP_SQL, audience_id, version, delete)
+    return version
 
 
 async def live_audience_ids(pool: asyncpg.Pool, ids: Sequence[int]) -> list[int]:
@@ -170,48 +172,47 @@ async def live_audience_ids(pool: asyncpg.Pool, ids: Sequence[int]) -> list[int]
     return [int(r["id"]) for r in rows]
 
 
-# The read API's queries below count only the current_memberships view's rows (migration 0004):
-# members newer than the last clear, in a live audience.
+# The read API's pages: ``members_count`` and ``audience_totals`` are kept by migration 0005's
+# triggers, so no page counts rows. A page is either ``skip`` rows in (OFFSET: its cost grows
+# with ``skip``) or the rows after a key (``after``: through an index, whatever the position).
+# One row more than asked for says whether there are more.
+
+AUDIENCE_PAGE_SQL = f"""SELECT {_AUDIENCE_COLUMNS}, a.attributes::text AS attributes,
+        a.members_count
+    FROM audiences a WHERE a.deleted_at IS NULL AND a.id > $3
+    ORDER BY a.id LIMIT $1 OFFSET $2"""
 
 
 async def audience_page(
-    pool: asyncpg.Pool, limit: int, offset: int
+    pool: asyncpg.Pool, limit: int, *, skip: int = 0, after: int = 0
 ) -> tuple[int, list[asyncpg.Record]]:
-    """(number of live audiences, one page of them with ``members_count`` and ``attributes``)."""
+    """(number of live audiences, up to ``limit + 1`` of them from the position asked for,
+    with ``members_count`` and ``attributes``)."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        total = await conn.fetchval("SELECT count(*) FROM audiences WHERE deleted_at IS NULL")
-        rows = await conn.fetch(
-            f"""SELECT {_AUDIENCE_COLUMNS}, a.attributes::text AS attributes,
-                   (SELECT count(*) FROM current_memberships c
-                    WHERE c.audience_id = a.id) AS members_count
-                FROM audiences a WHERE a.deleted_at IS NULL
-                ORDER BY a.id LIMIT $1 OFFSET $2""",
-            limit,
-            offset,
-        )
+        total = await conn.fetchval("SELECT live FROM audience_totals")
+        rows = await conn.fetch(AUDIENCE_PAGE_SQL, limit + 1, skip, after)
     return total, rows
 
 
 # Reads the memberships_members index (audience_id, profile_id, WHERE member) in page order.
+# The count of current members is the audience's ``members_count``.
 MEMBER_PAGE_SQL = """SELECT profile_id, updated_at FROM current_memberships
-    WHERE audience_id = $1 ORDER BY profile_id LIMIT $2 OFFSET $3"""
+    WHERE audience_id = $1 AND profile_id > $4 ORDER BY profile_id LIMIT $2 OFFSET $3"""
 
 
 async def member_page(
-    pool: asyncpg.Pool, audience_id: int, limit: int, offset: int
+    pool: asyncpg.Pool, audience_id: int, limit: int, *, skip: int = 0, after: str = ""
 ) -> tuple[int, list[asyncpg.Record]] | None:
-    """(number of current members, one page of ``profile_id, updated_at`` ordered by profile
-    id), or None when the audience is not live."""
+    """(number of current members, up to ``limit + 1`` of ``profile_id, updated_at`` ordered
+    by profile id, from the position asked for), or None when the audience is not live."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        live = await conn.fetchval(
-            "SELECT true FROM audiences WHERE id = $1 AND deleted_at IS NULL", audience_id
-        )
-        if live is None:
-            return None
         total = await conn.fetchval(
-            "SELECT count(*) FROM current_memberships WHERE audience_id = $1", audience_id
+            "SELECT members_count FROM audiences WHERE id = $1 AND deleted_at IS NULL",
+            audience_id,
         )
-        rows = await conn.fetch(MEMBER_PAGE_SQL, audience_id, limit, offset)
+        if total is None:
+            return None
+        rows = await conn.fetch(MEMBER_PAGE_SQL, audience_id, limit + 1, skip, after)
     return total, rows
 
 

@@ -93,10 +93,15 @@ class AudienceWithCount(Audience, kw_only=True):
     attributes: msgspec.Raw | None = None
 
 
+# ``cursor``, with every page that has items: passed back, it reads the items after that page
+# through an index (``skip`` reads past the skipped ones first). Absent on an empty page.
+
+
 class AudiencePage(Body):
     total_result_size: int
     has_more: bool
     data: list[AudienceWithCount]
+    cursor: str | None = None
 
 
 class Member(Body):
@@ -108,6 +113,7 @@ class MemberPage(Body):
     total_result_size: int
     has_more: bool
     data: list[Member]
+    cursor: str | None = None
 
 
 class AudienceRef(Body):

@@ -1,4 +1,4 @@
-"""What a worker process holds open while it runs: pools, limiter, applier, dispatcher."""
+"""What a worker process holds open while it runs: pools, limiter, applier, dispatcher, sweeper."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from worker.dispatcher import Dispatcher
 from worker.leases import Finished
 from worker.limiter import Limiter
 from worker.metrics import WorkerMetrics
+from worker.sweeper import Sweeper
 
 DB_POOL_MAX_SIZE = 4
 # A statement slower than this is abandoned and its jobs retried (not a hang until job_timeout).
@@ -34,6 +35,8 @@ class WorkerState:
     applier: Applier
     dispatcher: Dispatcher | None
     metrics: WorkerMetrics
+    # Deletes the memberships that clears and deletes superseded (None: left to other replicas).
+    sweeper: Sweeper | None = None
     # Job id -> (audience, outcome) of a job that ran to its end, until the worker finishes the
     # job in Redis and counts the outcome in the same step (worker.leases).
     outcomes: dict[str, Finished] = field(default_factory=dict)
@@ -45,10 +48,12 @@ class WorkerState:
         redis: Redis,
         *,
         dispatch: bool = True,
+        sweep: bool = True,
         scripts: Scripts | None = None,
     ) -> WorkerState:
-        """Open the Postgres pool and start the dispatcher (unless ``dispatch=False``);
-        ``scripts`` are those already registered on ``redis``, if any."""
+        """Open the Postgres pool and start the dispatcher and the sweeper (unless
+        ``dispatch=False``, ``sweep=False``); ``scripts`` are those already registered on
+        ``redis``, if any."""
         scripts = scripts or Scripts(redis, Keys(settings.queue_name))
         db = await asyncpg.create_pool(
             settings.database_url,
@@ -75,7 +80,10 @@ class WorkerState:
         )
         if dispatcher is not None:
             dispatcher.start()
-        return cls(settings, redis, scripts, db, limiter, applier, dispatcher, metrics)
+        sweeper = Sweeper(db) if sweep else None
+        if sweeper is not None:
+            sweeper.start()
+        return cls(settings, redis, scripts, db, limiter, applier, dispatcher, metrics, sweeper)
 
     @property
     def job_budget_s(self) -> float:
@@ -87,6 +95,8 @@ class WorkerState:
     async def close(self) -> None:
         if self.dispatcher is not None:
             await self.dispatcher.stop()
+        if self.sweeper is not None:
+            await self.sweeper.stop()
         await self.limiter.close()
         await self.applier.close()
         await self.db.close()

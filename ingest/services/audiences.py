@@ -61,18 +61,21 @@ async def create_audience(app: State, new: NewAudience) -> Audience:
 async def clear_or_delete(
     pool: asyncpg.Pool, scripts: Scripts, audience_id: int, *, delete: bool
 ) -> int | None:
-    """Remove every member of a live audience (and the audience itself when ``delete``);
-    the clear's version, or None when the audience is unknown or deleted.
+    """Remove every member of a live audience (and the audience itself when ``delete``), in
+    O(1): the rows go later, swept by the workers; the clear's version, or None when the
+    audience is unknown or deleted.
 
     Order matters (ARCHITECTURE.md): take a version after every change accepted so far, commit
     the clear in Postgres, then tell Redis so the dispatcher drops the superseded backlog.
     """
-    if await store.live_audience(pool, audience_id) is None:
-        return None
-    version = await scripts.backlogs.next_version(audience_id)
+
+    async def take_version() -> int:
+        return await scripts.backlogs.next_version(audience_id)
+
     async with pool.acquire() as conn:
-        if not await store.clear_audience(conn, audience_id, version, delete=delete):
-            return None
+        version = await store.clear_audience(conn, audience_id, take_version, delete=delete)
+    if version is None:
+        return None
     await scripts.backlogs.mark_cleared(audience_id, version)
     return version
 

@@ -3,15 +3,18 @@ audiences and attributes, and the queue's status."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import msgspec
 from aiohttp import web
 
 from core.snapshot import read_status
 from ingest import auth, profiles, store
 from ingest.bodies import json_response, path_id, path_text, query_int
-from ingest.errors import ERROR_RENDERER, render_talon
+from ingest.errors import ERROR_RENDERER, BadRequest, render_talon
 from ingest.services.audiences import audience_from_row, audience_not_found
 from ingest.state import DB, SCRIPTS, SETTINGS
+from schemas import cursors
 from schemas.talon import (
     BIGINT_MAX,
     AudiencePage,
@@ -41,38 +44,88 @@ def create_app(*, status_only: bool = False) -> web.Application:
     return app
 
 
-def _paging(request: web.Request) -> tuple[int, int]:
+class _Paging(NamedTuple):
+    page_size: int
+    skip: int
+    cursor: cursors.Cursor | None
+
+
+def _paging(request: web.Request) -> _Paging:
     page_size = query_int(request, "pageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
     skip = query_int(request, "skip", 0, 0, BIGINT_MAX)
-    return page_size, skip
+    raw = request.query.get("cursor")
+    if raw is None:
+        return _Paging(page_size, skip, None)
+    if "skip" in request.query:
+        raise BadRequest(
+            "Invalid query parameter", "Pass either skip or cursor, not both", parameter="cursor"
+        )
+    try:
+        return _Paging(page_size, 0, cursors.decode(raw))
+    except cursors.BadCursor as e:
+        raise _bad_cursor() from e
+
+
+def _bad_cursor() -> BadRequest:
+    return BadRequest(
+        "Invalid query parameter",
+        "cursor must be one this endpoint returned (as it was, for the same audience)",
+        parameter="cursor",
+    )
 
 
 @routes.get("/audiences")
 async def list_audiences(request: web.Request) -> web.Response:
-    page_size, skip = _paging(request)
-    total, rows = await store.audience_page(request.config_dict[DB], page_size, skip)
+    paging = _paging(request)
+    after = 0
+    if paging.cursor is not None:
+        if not isinstance(paging.cursor, cursors.AudiencesAfter):
+            raise _bad_cursor()
+        after = paging.cursor.audience_id
+    total, rows = await store.audience_page(
+        request.config_dict[DB], paging.page_size, skip=paging.skip, after=after
+    )
     data = [
         AudienceWithCount(
             **msgspec.structs.asdict(audience_from_row(row)),
             members_count=row["members_count"],
             attributes=msgspec.Raw(row["attributes"]) if row["attributes"] is not None else None,
         )
-        for row in rows
+        for row in rows[: paging.page_size]
     ]
-    page = AudiencePage(total_result_size=total, has_more=skip + len(data) < total, data=data)
+    cursor = cursors.encode(cursors.AudiencesAfter(data[-1].id)) if data else None
+    page = AudiencePage(total, len(rows) > paging.page_size, data, cursor)
     return json_response(page)
 
 
 @routes.get("/audiences/{audienceId}/memberships")
 async def list_members(request: web.Request) -> web.Response:
     audience_id = path_id(request, "audienceId")
-    page_size, skip = _paging(request)
-    found = await store.member_page(request.config_dict[DB], audience_id, page_size, skip)
+    paging = _paging(request)
+    after = ""
+    if paging.cursor is not None:
+        if (
+            not isinstance(paging.cursor, cursors.MembersAfter)
+            or paging.cursor.audience_id != audience_id
+        ):
+            raise _bad_cursor()
+        after = paging.cursor.profile_id
+    found = await store.member_page(
+        request.config_dict[DB], audience_id, paging.page_size, skip=paging.skip, after=after
+    )
     if found is None:
         raise audience_not_found(audience_id)
     total, rows = found
-    data = [Member(profile_integration_id=r["profile_id"], updated=r["updated_at"]) for r in rows]
-    page = MemberPage(total_result_size=total, has_more=skip + len(data) < total, data=data)
+    data = [
+        Member(profile_integration_id=r["profile_id"], updated=r["updated_at"])
+        for r in rows[: paging.page_size]
+    ]
+    cursor = (
+        cursors.encode(cursors.MembersAfter(audience_id, data[-1].profile_integration_id))
+        if data
+        else None
+    )
+    page = MemberPage(total, len(rows) > paging.page_size, data, cursor)
     return json_response(page)
 
 

@@ -23,6 +23,7 @@ from ingest.app import create_app
 from schemas.apikeys import hash_key, new_key, shown_part
 from schemas.settings import Settings
 from tests.support.redis_keys import KEYS
+from tests.support.worker import sweep_all
 from worker.drain import run_until_drained
 
 T = TypeVar("T")
@@ -168,6 +169,7 @@ async def test_sdk_audience_lifecycle(
     assert await members(edge, created.id) == {"back"}
     await edge.call(edge.sdk.delete_audience_v2, created.id)
     assert await listed(edge, created.id) is None
+    await sweep_all(db)
     count = await db.fetchval("SELECT count(*) FROM memberships WHERE audience_id = $1", created.id)
     assert count == 0
     with pytest.raises(talon_one.ApiException) as err:

@@ -15,6 +15,7 @@ from talon_one.models.update_audience import UpdateAudience
 
 from tests.support.edge import Client, backlog, redis_int
 from tests.support.redis_keys import KEYS
+from tests.support.worker import current_count, sweep_all
 
 
 async def create(client: Client, **body: Any) -> dict[str, Any]:
@@ -178,6 +179,9 @@ async def test_clear_records_version_and_drops_older_changes(
     assert cleared > queued_version
     assert row["deleted_at"] is None
     assert await redis_int(redis, KEYS.cleared, str(aid)) == cleared
+    # No member counts at once; the rows go when the workers sweep.
+    assert await current_count(db, aid) == 0
+    assert await sweep_all(db) == 2
     assert await db.fetchval("SELECT count(*) FROM memberships WHERE audience_id=$1", aid) == 0
     # The whole backlog was older than the clear: dropped at once.
     assert await backlog(redis, aid) == []
@@ -197,6 +201,8 @@ async def test_delete_audience(client: Client, db: asyncpg.Pool, redis: aioredis
     assert row is not None
     assert row["deleted_at"] is not None
     assert await redis_int(redis, KEYS.cleared, str(aid)) == row["cleared_version"] > 10
+    assert await current_count(db, aid) == 0
+    assert await sweep_all(db) == 1
     assert await db.fetchval("SELECT count(*) FROM memberships WHERE audience_id=$1", aid) == 0
     assert (await client.delete(f"/v2/audiences/{aid}")).status == 404
     # Memberships for a deleted audience are refused at once (the edge's cache forgot it).

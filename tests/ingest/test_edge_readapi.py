@@ -113,7 +113,7 @@ async def test_profile_lookup_reads_the_profile_index(db: asyncpg.Pool) -> None:
     assert "Seq Scan on memberships" not in plan
     # The current_memberships view is inlined (no scan of it): readers keep the indexes.
     assert "current_memberships" not in plan
-    plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN " + MEMBER_PAGE_SQL, ids[3], 100, 0))
+    plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN " + MEMBER_PAGE_SQL, ids[3], 100, 0, ""))
     assert re.search(r"Index (Only )?Scan using memberships_\w+ on memberships", plan), plan
     assert "current_memberships" not in plan
 

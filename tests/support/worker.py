@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from ingest.services.audiences import clear_or_delete
 from schemas import keys
 from tests.support.redis_keys import KEYS, scripts
+from worker.sweeper import sweep_once
 
 Changes = Sequence[tuple[keys.Action, str]]
 
@@ -39,6 +40,28 @@ async def clear(db: Any, redis: aioredis.Redis, audience_id: int, *, delete: boo
     version = await clear_or_delete(db, scripts(redis), audience_id, delete=delete)
     assert version is not None, f"audience {audience_id} is not live"
     return version
+
+
+async def current_count(db: Any, audience_id: int) -> int:
+    """The audience's current members as ``current_memberships`` counts them, after checking
+    that its kept ``members_count`` says the same (0 for a deleted audience)."""
+    row = await db.fetchrow(
+        """SELECT a.members_count,
+                  (SELECT count(*) FROM current_memberships c WHERE c.audience_id = a.id) AS n
+           FROM audiences a WHERE a.id = $1""",
+        audience_id,
+    )
+    assert row["members_count"] == row["n"], f"audience {audience_id}: kept {dict(row)}"
+    n: int = row["n"]
+    return n
+
+
+async def sweep_all(db: Any) -> int:
+    """What the workers' sweepers do after clears and deletes, to the end: the rows deleted."""
+    deleted = 0
+    while (swept := await sweep_once(db)) is not None:
+        deleted += swept.deleted
+    return deleted
 
 
 async def memberships(db: Any, audience_id: int) -> dict[str, tuple[bool, int]]:
