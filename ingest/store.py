@@ -128,7 +128,8 @@ async def merge_attributes(
 # A clear locks only the audience row, the last row every writer of memberships locks
 # (worker/applier.py, the count triggers of migration 0005), so it waits for no one holding a
 # membership row. It takes its version while holding that lock: every batch that committed before
-# holds older changes only, and every later one counts its rows against the new cleared_version.
+# holds older changes only (so the count starts again from 0), and every later one counts its rows
+# against the new cleared_version.
 _LOCK_LIVE_SQL = """SELECT cleared_version FROM audiences
     WHERE id = $1 AND deleted_at IS NULL FOR NO KEY UPDATE"""
 _CLEAR_SQL = """UPDATE audiences

@@ -21,17 +21,16 @@ MAX_BACKOFF_S = 5.0
 _TAKE_SQL = """SELECT audience_id, up_to_version, after_profile_id FROM membership_sweeps
     ORDER BY audience_id LIMIT 1 FOR UPDATE SKIP LOCKED"""
 # The next rows in primary-key order; of those, the superseded ones go. A row a batch holds is
-# left alone (SKIP LOCKED): that batch writes a newer version over it, and were it an older one,
-# the row would still not count (current_memberships) and is only not deleted. The sweeper waits
-# for no row, so it never joins a cycle of waits with a batch and a clear.
+# skipped (SKIP LOCKED), so the sweeper waits for no row and never joins a cycle of waits with a
+# batch and a clear; the window is walked again until nothing in it was skipped.
 _SWEEP_SQL = """WITH walked AS (
-        SELECT profile_id FROM memberships
+        SELECT profile_id, version FROM memberships
         WHERE audience_id = $1 AND profile_id > $2
         ORDER BY profile_id LIMIT $4
     ), superseded AS (
         SELECT profile_id FROM memberships
-        WHERE audience_id = $1 AND profile_id IN (SELECT profile_id FROM walked)
-          AND version <= $3
+        WHERE audience_id = $1 AND version <= $3
+          AND profile_id IN (SELECT profile_id FROM walked WHERE version <= $3)
         FOR UPDATE SKIP LOCKED
     ), deleted AS (
         DELETE FROM memberships
@@ -40,6 +39,7 @@ _SWEEP_SQL = """WITH walked AS (
     )
     SELECT (SELECT count(*) FROM walked) AS walked,
            (SELECT max(profile_id) FROM walked) AS last,
+           (SELECT count(*) FROM walked WHERE version <= $3) AS seen,
            (SELECT count(*) FROM deleted) AS deleted"""
 
 
@@ -60,6 +60,10 @@ async def sweep_once(pool: Any, batch_rows: int = BATCH_ROWS) -> Swept | None:
         found = await conn.fetchrow(
             _SWEEP_SQL, audience_id, sweep["after_profile_id"], sweep["up_to_version"], batch_rows
         )
+        # A superseded row seen but not deleted was held by a batch (or has just been rewritten
+        # with a newer version): the same window again next time.
+        if found["deleted"] < found["seen"]:
+            return Swept(audience_id, found["deleted"], False)
         done = found["walked"] < batch_rows
         if done:
             await conn.execute("DELETE FROM membership_sweeps WHERE audience_id = $1", audience_id)

@@ -1,15 +1,18 @@
-"""Row locks in Postgres: clears (edge) and group commits (worker) on shared rows never deadlock."""
+"""Row locks in Postgres: clears (edge), group commits and sweeps (worker) on shared rows never
+deadlock, and the kept member counts stay exact while they race."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+import pytest
 
 from ingest import store
 from tests.support.status import wait_until
-from tests.support.worker import memberships, new_audience
+from tests.support.worker import current_count, new_audience
 from worker.applier import UPSERT
 
 
@@ -20,36 +23,84 @@ async def blocked_on_a_lock(db: asyncpg.Pool, conn: asyncpg.Connection) -> bool:
     return bool(event == "Lock")
 
 
-async def test_a_clear_and_a_batch_on_its_rows_never_deadlock(db: asyncpg.Pool) -> None:
+def version_of(value: int) -> Callable[[], Awaitable[int]]:
+    async def take() -> int:
+        return value
+
+    return take
+
+
+async def test_a_clear_waits_for_no_membership_row(db: asyncpg.Pool) -> None:
     a = await new_audience(db)
     await db.execute(
         """INSERT INTO memberships (audience_id, profile_id, member, version)
            VALUES ($1, 'p0', true, 10), ($1, 'p1', true, 10)""",
         a,
     )
-    async with db.acquire() as holder, db.acquire() as clearing, db.acquire() as applying:
-        # Someone holds p0, so the clear stops at the first membership row it locks...
+    async with db.acquire() as holder, db.acquire() as clearing:
+        # A batch holds p0 (and would take the audience row next): the clear, which locks only
+        # the audience row, does not wait for it.
         held = holder.transaction()
         await held.start()
         await holder.execute(
             "SELECT 1 FROM memberships WHERE audience_id = $1 AND profile_id = 'p0' FOR UPDATE", a
         )
-        clear = asyncio.create_task(store.clear_audience(clearing, a, 100, delete=False))
-        await wait_until(lambda: blocked_on_a_lock(db, clearing), "the clear to wait for p0")
-        # ...while a batch changes p1 and, like every batch, then touches the audience row.
-        batch = asyncio.create_task(applying.fetch(UPSERT, [a], ["p1"], [True], [50]))
-
-        async def batch_committed_or_waiting() -> bool:
-            return batch.done() or await blocked_on_a_lock(db, applying)
-
-        await wait_until(batch_committed_or_waiting, "the batch to commit or wait")
+        cleared = await store.clear_audience(clearing, a, version_of(100), delete=False)
         await held.rollback()
-        # Had the clear locked the audience row before the memberships (the batch's order
-        # reversed), the two would wait for each other and Postgres would abort one.
-        assert await clear is True
-        assert [(r["audience_id"], r["profile_id"]) for r in await batch] == [(a, "p1")]
-    assert await memberships(db, a) == {}
+    assert cleared == 100
+    assert await current_count(db, a) == 0
     assert await db.fetchval("SELECT cleared_version FROM audiences WHERE id = $1", a) == 100
+
+
+# The worker's batch, and any other statement writing memberships (the count triggers lock the
+# audience rows themselves).
+WRITES = {
+    "batch": UPSERT,
+    "plain": """INSERT INTO memberships (audience_id, profile_id, member, version)
+        SELECT * FROM unnest($1::bigint[], $2::text[], $3::bool[], $4::bigint[])
+        ON CONFLICT (audience_id, profile_id) DO UPDATE
+        SET member = EXCLUDED.member, version = EXCLUDED.version RETURNING 1""",
+}
+
+
+@pytest.mark.parametrize("write", sorted(WRITES))
+async def test_a_batch_racing_a_clear_counts_against_the_clear(
+    db: asyncpg.Pool, write: str
+) -> None:
+    a = await new_audience(db)
+    await db.execute(
+        """INSERT INTO memberships (audience_id, profile_id, member, version)
+           VALUES ($1, 'p0', true, 10)""",
+        a,
+    )
+    assert await current_count(db, a) == 1
+    version_taken = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_version() -> int:
+        # Redis answering while the clear holds the audience row.
+        version_taken.set()
+        await release.wait()
+        return 100
+
+    async with db.acquire() as clearing, db.acquire() as applying:
+        clear = asyncio.create_task(store.clear_audience(clearing, a, slow_version, delete=False))
+        await version_taken.wait()
+        # Read before the clear commits, the batch's rows pass its cleared_version check: one
+        # older than the clear (accepted before it), one newer (accepted after).
+        batch = asyncio.create_task(
+            applying.fetch(
+                WRITES[write], [a, a, a], ["p0", "p1", "p2"], [True, True, True], [60, 50, 200]
+            )
+        )
+        await wait_until(lambda: blocked_on_a_lock(db, applying), "the batch to wait")
+        release.set()
+        assert await clear == 100
+        assert len(await batch) == 3
+    # Only the change newer than the clear counts, in the view and in the kept count.
+    assert await current_count(db, a) == 1
+    current = await db.fetch("SELECT profile_id FROM current_memberships WHERE audience_id = $1", a)
+    assert [r["profile_id"] for r in current] == ["p2"]
 
 
 async def test_batches_over_shared_audiences_never_deadlock(db: asyncpg.Pool) -> None:
