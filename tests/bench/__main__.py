@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from tests.bench import capacity, claims, edge, fairness, memory, rate
+from tests.bench import capacity, claims, edge, fairness, memory, postgres, rate
 from tests.bench.processes import Children, children
 from tests.bench.services import Services, services
 from tests.bench.sizes import FULL, QUICK, Sizes
@@ -42,6 +42,15 @@ MEASUREMENTS: list[tuple[str, Measure, list[tuple[str, str]]]] = [
     ("fairness", fairness.fairness_rows, [("fairness", "≤ 10 s")]),
     ("memory", memory.memory_rows, [("Redis bytes per queued user", "≤ 50 B")]),
     ("claims", claims.claim_rows, [("claim cost while others run many jobs", "≤ 2x (flat)")]),
+    (
+        "postgres",
+        postgres.postgres_rows,
+        [
+            ("/v1/audiences page", "≤ 50 ms"),
+            ("full cursor read", "≤ 60 s"),
+            ("clear of a", "≤ 100 ms"),
+        ],
+    ),
 ]
 
 

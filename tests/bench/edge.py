@@ -51,8 +51,8 @@ def _body(audience_id: int, first: int) -> bytes:
     return msgspec.json.encode({"data": data})
 
 
-async def _start_edge(svc: Services, children: Children) -> tuple[Child, Edge]:
-    audiences = [await svc.new_audience(f"edge-{i}") for i in range(4)]
+async def start_edge(svc: Services, children: Children) -> tuple[Child, int, str]:
+    """An edge process, ready: its port and a new API key of scope all."""
     api_key = (await create_key(svc.database_url, "bench")).key
     port = free_port()
     env = environment(svc.database_url, svc.redis_url, http_host="127.0.0.1", http_port=port)
@@ -72,6 +72,12 @@ async def _start_edge(svc: Services, children: Children) -> tuple[Child, Edge]:
             if status == 200:
                 break
             await asyncio.sleep(0.1)
+    return child, port, api_key
+
+
+async def _start_edge(svc: Services, children: Children) -> tuple[Child, Edge]:
+    audiences = [await svc.new_audience(f"edge-{i}") for i in range(4)]
+    child, port, api_key = await start_edge(svc, children)
     requests = [
         request(
             "POST",

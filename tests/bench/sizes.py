@@ -27,6 +27,12 @@ class Sizes:
     memory_arq_jobs: int
     # Claims: jobs other replicas run, from the baseline's to the largest (x10 steps).
     claim_held: tuple[int, ...]
+    # Postgres: audiences on the page, the memberships over them (x10 steps), a big audience's
+    # members, and the pages sampled to extrapolate today's OFFSET read of it.
+    page_audiences: int
+    page_memberships: tuple[int, ...]
+    big_audience_members: int
+    offset_samples: int
 
 
 FULL = Sizes(
@@ -43,6 +49,10 @@ FULL = Sizes(
     memory_users=1_000_000,
     memory_arq_jobs=100_000,
     claim_held=(100, 1_000, 10_000, 100_000),
+    page_audiences=1000,
+    page_memberships=(100_000, 1_000_000, 10_000_000),
+    big_audience_members=1_000_000,
+    offset_samples=10,
 )
 
 QUICK = Sizes(
@@ -59,4 +69,8 @@ QUICK = Sizes(
     memory_users=20_000,
     memory_arq_jobs=2_000,
     claim_held=(100, 10_000),
+    page_audiences=100,
+    page_memberships=(1_000, 10_000, 100_000),
+    big_audience_members=20_000,
+    offset_samples=4,
 )

@@ -22,6 +22,9 @@ ROWS = [
     "fairness",
     "Redis bytes per queued user",
     "claim of 200 jobs",
+    "/v1/audiences page",
+    "full cursor read",
+    "clear of a",
 ]
 
 
