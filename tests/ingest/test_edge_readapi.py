@@ -144,3 +144,106 @@ async def test_the_longest_profile_id_fits_in_a_request_line(client: Client) -> 
     response = await client.get(f"/v1/customer_profiles/{quote(profile_id)}/audiences")
     assert response.status == 200
     assert await response.json() == {"data": []}
+
+
+async def read_by_cursor(client: Client, path: str, page_size: int) -> list[list[str]]:
+    """Every page from the first by the cursor: the profile ids (or audience names) of each."""
+    pages = []
+    params = {"pageSize": str(page_size)}
+    while True:
+        resp = await client.get(path, params=params)
+        assert resp.status == 200, await resp.text()
+        page = await resp.json()
+        pages.append([x.get("profileIntegrationId", x.get("name")) for x in page["data"]])
+        if not page["hasMore"]:
+            return pages
+        params = {"pageSize": str(page_size), "cursor": page["cursor"]}
+
+
+async def test_member_pages_by_cursor_skip_and_repeat_no_one(
+    client: Client, db: asyncpg.Pool
+) -> None:
+    a = await audience(db, "A", cleared_version=100)
+    # Current members between tombstones and rows the clear superseded, ids that sort oddly.
+    profiles = [f"user-{n}" for n in range(57)] + ["a b", "é", "Z", "user-1 ", "\U0001f600"]
+    await members(db, a, [(p, True, 101 + n) for n, p in enumerate(profiles)])
+    await members(db, a, [(f"old-{n}", n % 2 == 0, 50 + n * 10) for n in range(20)])
+    # Members (even n) newer than the clear (version 101 and up: n >= 6) are current.
+    expected = [*profiles, *(f"old-{n}" for n in range(6, 20, 2))]
+    for size in (1, 7, 62, 1000):
+        pages = await read_by_cursor(client, f"/v1/audiences/{a}/memberships", size)
+        read = [p for page in pages for p in page]
+        assert sorted(read) == sorted(expected), size
+        assert len(read) == len(set(read))
+        assert all(len(page) == size for page in pages[:-1])
+
+    # Members added and removed between pages: those present throughout are read exactly once.
+    path = f"/v1/audiences/{a}/memberships"
+    first = await (await client.get(path, params={"pageSize": "10"})).json()
+    await members(db, a, [("aaa-new-before", True, 500), ("zzz-new-after", True, 501)])
+    await db.execute(
+        "UPDATE memberships SET member = false WHERE audience_id = $1 AND profile_id = 'Z'", a
+    )
+    rest = []
+    cursor = first["cursor"]
+    while cursor:
+        page = await (await client.get(path, params={"pageSize": "10", "cursor": cursor})).json()
+        rest += [m["profileIntegrationId"] for m in page["data"]]
+        cursor = page.get("cursor") if page["hasMore"] else None
+    read = [m["profileIntegrationId"] for m in first["data"]] + rest
+    assert len(read) == len(set(read))
+    assert "zzz-new-after" in read
+    assert "aaa-new-before" not in read
+    assert set(profiles) - {"Z"} <= set(read)
+
+
+async def test_audience_pages_by_cursor(
+    client: Client, db: asyncpg.Pool, world: dict[str, int]
+) -> None:
+    # After the deleted audience: the cursor walks past it.
+    for name in ("D", "E"):
+        await audience(db, name)
+    pages = await read_by_cursor(client, "/v1/audiences", 2)
+    assert pages == [["A", "B"], ["C", "D"], ["E"]]
+    first = await (await client.get("/v1/audiences", params={"pageSize": "4"})).json()
+    after = await (
+        await client.get("/v1/audiences", params={"pageSize": "4", "cursor": first["cursor"]})
+    ).json()
+    assert after["totalResultSize"] == 5
+    assert [(x["name"], x["membersCount"]) for x in after["data"]] == [("E", 0)]
+    assert after["hasMore"] is False
+    # A skip page carries a cursor too; an empty page none.
+    skipped = await (await client.get("/v1/audiences", params={"skip": "1"})).json()
+    assert [x["name"] for x in skipped["data"]] == ["B", "C", "D", "E"]
+    assert "cursor" in skipped
+    assert "cursor" not in await (await client.get("/v1/audiences?skip=10")).json()
+
+
+async def test_bad_cursors_are_400_and_name_the_parameter(
+    client: Client, world: dict[str, int]
+) -> None:
+    a, b = world["A"], world["B"]
+    members_a = (await (await client.get(f"/v1/audiences/{a}/memberships?pageSize=1")).json())[
+        "cursor"
+    ]
+    audiences = (await (await client.get("/v1/audiences?pageSize=1")).json())["cursor"]
+    bad = [
+        (f"/v1/audiences/{b}/memberships", members_a),  # another audience's
+        (f"/v1/audiences/{a}/memberships", audiences),  # the audiences list's
+        ("/v1/audiences", members_a),
+        ("/v1/audiences", "not-a-cursor"),
+        ("/v1/audiences", ""),
+        ("/v1/audiences", "%%%"),
+        ("/v1/audiences", audiences[:-2]),
+        (f"/v1/audiences/{a}/memberships", "kQ"),
+        (f"/v1/audiences/{a}/memberships", "x" * 3000),
+    ]
+    for path, cursor in bad:
+        resp = await client.get(path, params={"cursor": cursor})
+        assert resp.status == 400, (path, cursor)
+        error = await resp.json()
+        assert error["StatusCode"] == 400
+        assert error["errors"][0]["source"] == {"parameter": "cursor"}
+    both = await client.get("/v1/audiences", params={"cursor": audiences, "skip": "1"})
+    assert both.status == 400
+    assert (await both.json())["errors"][0]["source"] == {"parameter": "cursor"}
