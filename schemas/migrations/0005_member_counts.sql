@@ -17,58 +17,58 @@ WHERE a.id = c.audience_id;
 -- Pages of live audiences in id order, whatever number of deleted ones lie between them.
 CREATE INDEX audiences_live ON audiences (id) WHERE deleted_at IS NULL;
 
--- Membership rows changed by one statement, as parallel arrays (sign +1: the row as it is now,
--- -1: as it was), folded into their audiences' counts: one UPDATE per audience per statement.
-CREATE FUNCTION count_member_changes(audience_ids bigint[], versions bigint[], signs integer[])
-RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
-    open_ids bigint[];
-BEGIN
-    -- A row at or below its audience's cleared_version, or of a deleted audience, never counts
-    -- again (clears only go up; a deletion is final): only audiences with other rows are locked.
-    SELECT array_agg(DISTINCT c.audience_id ORDER BY c.audience_id) INTO open_ids
-    FROM unnest(audience_ids, versions) AS c (audience_id, version)
-    JOIN audiences a ON a.id = c.audience_id
-    WHERE a.deleted_at IS NULL AND c.version > a.cleared_version;
-    IF open_ids IS NULL THEN
-        RETURN;
-    END IF;
-    -- Locked first, in id order like every writer, then read again by the next statement's
-    -- fresh snapshot: a clear that committed meanwhile (it holds this lock while it takes its
-    -- version) is seen, and none can commit before this transaction does.
-    PERFORM 1 FROM audiences WHERE id = ANY (open_ids) ORDER BY id FOR NO KEY UPDATE;
-    UPDATE audiences a SET members_count = a.members_count + d.delta
-    FROM (
-        SELECT c.audience_id, sum(c.sign) AS delta
-        FROM unnest(audience_ids, versions, signs) AS c (audience_id, version, sign)
-        JOIN audiences l ON l.id = c.audience_id
-        WHERE l.deleted_at IS NULL AND c.version > l.cleared_version
-        GROUP BY c.audience_id
-    ) d
-    WHERE a.id = d.audience_id AND d.delta <> 0;
-END $$;
-
+-- The membership rows one statement changed (transition tables: now_rows as they are, +1 each;
+-- was_rows as they were, -1 each) folded into their audiences' counts, one UPDATE per audience.
+-- A row at or below its audience's cleared_version, or of a deleted audience, never counts again
+-- (clears only go up; a deletion is final), so only audiences with other rows are locked: in id
+-- order, as every writer does, after the membership rows. The UPDATE's fresh snapshot then reads
+-- cleared_version again: a clear that committed meanwhile (it holds this lock while it takes its
+-- version) is honoured, and none can commit before this transaction does. The sweeper's deletes
+-- (superseded rows only) lock nothing here.
 CREATE FUNCTION memberships_counted() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    ids bigint[];
-    versions bigint[];
-    signs integer[];
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        SELECT array_agg(audience_id), array_agg(version), array_agg(1)
-        INTO ids, versions, signs FROM now_rows WHERE member;
+        PERFORM 1 FROM audiences a
+        WHERE a.deleted_at IS NULL AND EXISTS (
+            SELECT 1 FROM now_rows c
+            WHERE c.audience_id = a.id AND c.member AND c.version > a.cleared_version)
+        ORDER BY a.id FOR NO KEY UPDATE;
+        UPDATE audiences a SET members_count = a.members_count + d.delta
+        FROM (SELECT c.audience_id, count(*) AS delta FROM now_rows c
+              JOIN audiences l ON l.id = c.audience_id
+              WHERE c.member AND c.version > l.cleared_version AND l.deleted_at IS NULL
+              GROUP BY c.audience_id) d
+        WHERE a.id = d.audience_id;
     ELSIF TG_OP = 'UPDATE' THEN
-        SELECT array_agg(audience_id), array_agg(version), array_agg(sign)
-        INTO ids, versions, signs
-        FROM (SELECT audience_id, version, 1 AS sign FROM now_rows WHERE member
-              UNION ALL
-              SELECT audience_id, version, -1 FROM was_rows WHERE member) c;
+        PERFORM 1 FROM audiences a
+        WHERE a.deleted_at IS NULL AND EXISTS (
+            SELECT 1 FROM now_rows c
+            WHERE c.audience_id = a.id AND c.member AND c.version > a.cleared_version
+            UNION ALL
+            SELECT 1 FROM was_rows c
+            WHERE c.audience_id = a.id AND c.member AND c.version > a.cleared_version)
+        ORDER BY a.id FOR NO KEY UPDATE;
+        UPDATE audiences a SET members_count = a.members_count + d.delta
+        FROM (SELECT c.audience_id, sum(c.sign) AS delta
+              FROM (SELECT audience_id, version, 1 AS sign FROM now_rows WHERE member
+                    UNION ALL
+                    SELECT audience_id, version, -1 FROM was_rows WHERE member) c
+              JOIN audiences l ON l.id = c.audience_id
+              WHERE c.version > l.cleared_version AND l.deleted_at IS NULL
+              GROUP BY c.audience_id) d
+        WHERE a.id = d.audience_id AND d.delta <> 0;
     ELSE
-        SELECT array_agg(audience_id), array_agg(version), array_agg(-1)
-        INTO ids, versions, signs FROM was_rows WHERE member;
-    END IF;
-    IF ids IS NOT NULL THEN
-        PERFORM count_member_changes(ids, versions, signs);
+        PERFORM 1 FROM audiences a
+        WHERE a.deleted_at IS NULL AND EXISTS (
+            SELECT 1 FROM was_rows c
+            WHERE c.audience_id = a.id AND c.member AND c.version > a.cleared_version)
+        ORDER BY a.id FOR NO KEY UPDATE;
+        UPDATE audiences a SET members_count = a.members_count - d.removed
+        FROM (SELECT c.audience_id, count(*) AS removed FROM was_rows c
+              JOIN audiences l ON l.id = c.audience_id
+              WHERE c.member AND c.version > l.cleared_version AND l.deleted_at IS NULL
+              GROUP BY c.audience_id) d
+        WHERE a.id = d.audience_id;
     END IF;
     RETURN NULL;
 END $$;
