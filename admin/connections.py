@@ -7,7 +7,9 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import redis.asyncio as aioredis
 
+from core import redisconn
 from core.scripts import Scripts
+from schemas import redisurl
 from schemas.keys import Keys
 from schemas.settings import Settings
 
@@ -16,6 +18,11 @@ CONNECT_TIMEOUT_S = 10.0
 
 def describe_url(url: str) -> str:
     """``host:port/db`` of a Postgres or Redis URL: safe to print, it never holds a password."""
+    if url.startswith(f"{redisurl.SENTINEL_SCHEME}://"):
+        try:
+            return redisurl.describe(url)
+        except ValueError:
+            return "<unparsable URL>"
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -32,10 +39,7 @@ async def connect(database_url: str) -> asyncpg.Connection:
 
 
 def redis_client(redis_url: str) -> aioredis.Redis:
-    client: aioredis.Redis = aioredis.Redis.from_url(
-        redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S
-    )
-    return client
+    return redisconn.connect(redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S)
 
 
 def scripts(client: aioredis.Redis, settings: Settings) -> Scripts:

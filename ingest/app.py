@@ -31,6 +31,9 @@ async def _pools(app: web.Application) -> AsyncIterator[None]:
     app[DB] = pool
     app[REDIS] = client
     app[SCRIPTS] = Scripts(client, Keys(settings.queue_name))
+    app[SCRIPTS].backlogs.wait_for_replicas(
+        settings.redis_ack_replicas, settings.redis_ack_timeout_ms
+    )
     try:
         yield
     finally:

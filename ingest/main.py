@@ -24,6 +24,8 @@ log = logging.getLogger("cohortsync.edge")
 USED_SETTINGS = (
     "database_url",
     "redis_url",
+    "redis_ack_replicas",
+    "redis_ack_timeout_ms",
     "http_host",
     "http_port",
     "ops_port",

@@ -8,6 +8,8 @@ import hiredis
 import redis.asyncio as aioredis
 from redis.exceptions import DataError
 
+from core import redisconn
+
 
 class _HiredisPacking:
     # redis-py's asyncio packer re-joins its output buffer once per argument; for an accept.lua
@@ -26,8 +28,9 @@ class _HiredisPacking:
 
 
 def connect(url: str) -> aioredis.Redis:
-    """A client for ``url`` (redis://, rediss:// or unix://) whose connections pack with hiredis."""
-    client: aioredis.Redis = aioredis.Redis.from_url(url)
+    """A client for ``url`` (one server or a Sentinel group, ``core.redisconn``) whose
+    connections pack with hiredis."""
+    client: aioredis.Redis = redisconn.connect(url)
     pool = client.connection_pool
     base = pool.connection_class
     pool.connection_class = type(f"Hiredis{base.__name__}", (_HiredisPacking, base), {})

@@ -13,6 +13,8 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from schemas.redisurl import sentinel_address
+
 PREFIX = "COHORTSYNC_"
 
 Port = Annotated[int, Meta(ge=0, le=65535)]
@@ -36,8 +38,27 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         str, Meta(description="Postgres, the source of truth: API keys, audiences, memberships")
     ] = "postgresql://127.0.0.1:5432/postgres"
     redis_url: Annotated[
-        str, Meta(description="Redis: backlogs, arq's queue, limiter, counters")
+        str,
+        Meta(
+            description="Redis: backlogs, arq's queue, limiter, counters. `redis://`, "
+            "`rediss://` or `unix://` for one server; `redis+sentinel://[:password@]host:port"
+            "[,host:port...]/<master group>[/<db>]` for the primary Sentinel names, followed "
+            "through failovers (deploy/README.md)"
+        ),
     ] = "redis://127.0.0.1:6379/0"
+    redis_ack_replicas: Annotated[
+        NonNegative,
+        Meta(
+            description="replicas that must hold accepted changes before the edge answers "
+            "(Redis `WAIT`), at most as many as the primary has connected (checked every 5 s): "
+            "a Redis without replicas is not waited for; 0 never waits. Changes that were not "
+            "confirmed in `COHORTSYNC_REDIS_ACK_TIMEOUT_MS` are answered 503, to be retried"
+        ),
+    ] = 1
+    redis_ack_timeout_ms: Annotated[
+        Positive,
+        Meta(description="how long the edge waits for replicas to confirm accepted changes"),
+    ] = 1000
     http_host: Annotated[
         str,
         Meta(
@@ -203,6 +224,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.ops_port and self.ops_port == self.http_port:
             raise ValueError(f"{PREFIX}OPS_PORT: must differ from {PREFIX}HTTP_PORT")
+        try:
+            sentinel_address(self.redis_url)
+        except ValueError as e:
+            raise ValueError(f"{PREFIX}REDIS_URL: {e}") from e
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:

@@ -13,12 +13,13 @@ from typing import Any, cast
 
 import msgspec
 import redis.exceptions
-from arq.connections import RedisSettings
+from arq.connections import ArqRedis
 from arq.typing import WorkerCoroutine
 from arq.worker import func
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from core import redisconn
 from core.scripts import Scripts
 from core.scripts.upgrade import warn_if_pending
 from schemas import jobs
@@ -48,6 +49,7 @@ HEALTH_CHECK_INTERVAL_S = 5
 REDIS_UNREACHABLE = (redis.exceptions.RedisError, OSError)
 # Commands that get no answer this long count as failed (a partition that resets nothing).
 REDIS_SOCKET_TIMEOUT_S = 10.0
+REDIS_CONNECT_TIMEOUT_S = 1.0
 # A replica whose poll loop has not reached Redis for this long reports it.
 REDIS_SILENT_S = 30.0
 # After a failed Redis call a replica reports unhealthy this long, so a Redis that fails only
@@ -60,14 +62,25 @@ STOP_TIMEOUT_S = 15.0
 UNFINISHED_DEFER_MS = 5000
 
 
-def redis_settings(settings: Settings) -> RedisSettings:
-    """arq's connection settings; commands ride out a Redis restart of a few seconds rather
-    than stopping the worker. Repeating a command whose reply was lost at worst wastes a
+def redis_pool(settings: Settings) -> ArqRedis:
+    """arq's pool on the primary ``COHORTSYNC_REDIS_URL`` names (one server, or a Sentinel group
+    followed through failovers); commands ride out a Redis restart or failover of a few seconds
+    rather than stopping the worker. Repeating a command whose reply was lost at worst wastes a
     rate-limit slot or counts a change twice in the counters; arq's WATCHed start fails safe."""
-    connection = RedisSettings.from_dsn(settings.redis_url)
-    connection.retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8)
-    connection.retry_on_error = [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError]
-    return connection
+    pool = redisconn.connect(
+        settings.redis_url,
+        redis_class=ArqRedis,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+        # arq sets none: a partition that resets nothing would hang a call for minutes.
+        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
+        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+    )
+    # What arq's create_pool would set on a pool it made itself.
+    pool.job_serializer = jobs.serialize_job
+    pool.job_deserializer = jobs.deserialize_job
+    pool.default_queue_name = Keys(settings.queue_name).queue
+    return pool
 
 
 # Drawn once per process: containers on the host network share a hostname and can share a
@@ -262,11 +275,6 @@ def create_worker(settings: Settings, **overrides: Any) -> ChangeWorker:
     keys = Keys(settings.queue_name)
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        # arq sets no socket timeout: a partition that resets nothing would hang a call for
-        # minutes. Connections opened from now on get one (the start-up one is dropped).
-        pool = ctx["redis"].connection_pool
-        pool.connection_kwargs["socket_timeout"] = REDIS_SOCKET_TIMEOUT_S
-        await pool.disconnect()
         ctx[STATE_KEY] = await WorkerState.open(settings, ctx["redis"], scripts=worker.scripts)
         await warn_if_pending(worker.scripts.upgrade, logger)
 
@@ -286,7 +294,7 @@ def create_worker(settings: Settings, **overrides: Any) -> ChangeWorker:
         ],
         "keys": keys,
         "queue_name": keys.queue,
-        "redis_settings": redis_settings(settings),
+        "redis_pool": redis_pool(settings),
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
         "max_jobs": settings.worker_max_jobs,

@@ -7,6 +7,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from core import redisconn
 from schemas.keys import Keys
 from schemas.settings import Settings
 from worker.app import create_worker, stop_worker
@@ -35,7 +36,7 @@ async def run_until_drained(settings: Settings, timeout_s: float = 60, **overrid
     """
     worker = create_worker(settings, handle_signals=False, **overrides)
     run = asyncio.create_task(worker.async_run())
-    redis = Redis.from_url(settings.redis_url)
+    redis: Redis = redisconn.connect(settings.redis_url)
     try:
         async with asyncio.timeout(timeout_s):
             # Started first, so an empty queue does not stop a worker halfway through start-up.

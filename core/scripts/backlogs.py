@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from schemas.keys import SEEN_TTL_S, Keys
 from schemas.lua import source
@@ -21,6 +23,23 @@ class Accepted(NamedTuple):
 
     outcome: AcceptOutcome
     number: int
+
+
+# How long the edge trusts the number of replicas it last saw online (INFO replication).
+REPLICAS_TTL_S = 5.0
+
+
+class NotReplicated(Exception):
+    """``accept.lua`` appended the changes on the primary, but fewer replicas than asked
+    confirmed them within the timeout: a failover now could lose them."""
+
+    def __init__(self, accepted: Accepted, wanted: int, confirmed: int, timeout_ms: int) -> None:
+        super().__init__(
+            f"{accepted.number} changes accepted on the primary, confirmed by {confirmed} of "
+            f"{wanted} replicas within {timeout_ms} ms"
+        )
+        self.accepted = accepted
+        self.timeout_ms = timeout_ms
 
 
 def accept_call(
@@ -50,7 +69,12 @@ class Backlogs:
     """The backlog scripts of one deployment on one Redis client."""
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
         self._keys = keys
+        self._wanted_replicas = 0
+        self._ack_timeout_ms = 0
+        self._replicas = 0
+        self._replicas_until = 0.0
         self._accept = redis.register_script(source("accept"))
         self._next_version = redis.register_script(source("next_version"))
         self._mark_cleared = redis.register_script(source("mark_cleared"))
@@ -62,9 +86,66 @@ class Backlogs:
         max_backlog: int,
         message_id: str | None = None,
     ) -> Accepted:
-        """Append changes to their audiences' backlogs, all or nothing (see ``accept_call``)."""
+        """Append changes to their audiences' backlogs, all or nothing (see ``accept_call``).
+
+        With ``wait_for_replicas`` set, returns only once replicas hold the changes too, and
+        raises ``NotReplicated`` when they did not confirm in time.
+        """
         script_keys, args = accept_call(self._keys, groups, max_backlog, message_id)
-        return parse_accept(await self._accept(keys=script_keys, args=args))
+        replicas = await self._replicas_to_wait_for()
+        if not replicas:
+            return parse_accept(await self._accept(keys=script_keys, args=args))
+        reply, confirmed = await self._accept_and_wait(script_keys, args, replicas)
+        accepted = parse_accept(reply)
+        if accepted.outcome == "accepted" and confirmed < replicas:
+            raise NotReplicated(accepted, replicas, confirmed, self._ack_timeout_ms)
+        return accepted
+
+    def wait_for_replicas(self, replicas: int, timeout_ms: int) -> None:
+        """Make ``accept`` wait until ``replicas`` replicas (at most those online) hold what it
+        appended, for up to ``timeout_ms``; 0 replicas: never wait."""
+        self._wanted_replicas = replicas
+        self._ack_timeout_ms = timeout_ms
+        self._replicas_until = 0.0
+
+    async def _replicas_to_wait_for(self) -> int:
+        if not self._wanted_replicas:
+            return 0
+        now = time.monotonic()
+        if now >= self._replicas_until:
+            self._replicas_until = now + REPLICAS_TTL_S  # one look for the requests arriving now
+            info = await self._redis.info("replication")
+            # A replica still loading its first copy confirms nothing: only those online count.
+            online = sum(
+                1
+                for name, replica in info.items()
+                if name.startswith("slave")
+                and isinstance(replica, dict)
+                and replica.get("state") == "online"
+            )
+            self._replicas = min(self._wanted_replicas, online)
+        return self._replicas
+
+    async def _accept_and_wait(
+        self, script_keys: list[str], args: list[str | int], replicas: int
+    ) -> tuple[Any, int]:
+        # WAIT counts the writes made on its own connection: one pipeline keeps both on one.
+        # A script's writes reach the replicas as one unit, so they hold all of it or none.
+        for _ in range(2):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.execute_command(
+                    "EVALSHA", self._accept.sha, len(script_keys), *script_keys, *args
+                )
+                pipe.execute_command("WAIT", replicas, self._ack_timeout_ms)
+                reply, confirmed = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, NoScriptError):  # a new or restarted primary: load, run again
+                await self._redis.script_load(self._accept.script)
+                continue
+            for result in (reply, confirmed):
+                if isinstance(result, Exception):
+                    raise result
+            return reply, int(confirmed)
+        raise NoScriptError("accept.lua could not be loaded")
 
     async def next_version(self, audience_id: int) -> int:
         """A version after every change of the audience accepted so far (for a clear)."""

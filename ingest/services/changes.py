@@ -6,8 +6,9 @@ import math
 import time
 from collections.abc import Iterable
 
+from core.scripts.backlogs import NotReplicated
 from ingest import store
-from ingest.errors import NotFound, TooManyRequests
+from ingest.errors import NotFound, ServiceUnavailable, TooManyRequests
 from ingest.metrics import count_accepted
 from ingest.state import DB, LIVE_AUDIENCES, MISS, SCRIPTS, SETTINGS, State
 from schemas import keys
@@ -74,7 +75,20 @@ async def accept_entries(
     if missing:
         raise UnknownAudiences(missing)
     settings = app[SETTINGS]
-    outcome, count = await app[SCRIPTS].backlogs.accept(groups, settings.max_backlog, once)
+    try:
+        outcome, count = await app[SCRIPTS].backlogs.accept(groups, settings.max_backlog, once)
+    except NotReplicated as e:
+        # Queued on the primary, so they will be applied unless it fails over now. A retry
+        # queues them again at newer versions: the same end state (memberships keep the
+        # newest version), or, with an Amplitude message id, nothing more.
+        count_accepted(app, e.accepted.number)
+        raise ServiceUnavailable(
+            "Not replicated",
+            f"The changes were queued but no Redis replica confirmed them within "
+            f"{e.timeout_ms} ms, so a failover could lose them. Retry the request.",
+            pointer="/data",
+            headers={"Retry-After": "1"},
+        ) from e
     if outcome == "seen":
         raise AlreadyAccepted()
     if outcome == "full":

@@ -8,12 +8,11 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
-from arq.connections import create_pool
 from arq.worker import func
 
 from schemas.keys import Keys
 from schemas.settings import Settings
-from worker.app import ChangeWorker, redis_settings
+from worker.app import ChangeWorker, redis_pool
 from worker.errors import raise_if_cancelled
 
 KEYS = Keys("resilience-test")
@@ -38,7 +37,7 @@ async def test_claims_fill_the_room_and_never_more(
     await redis.zadd(QUEUE, {f"free{i}": now_ms - 50 + i for i in range(10)})
     # Another replica runs 1,000 jobs: they are off the queue, so they cost this claim nothing.
     await redis.zadd(KEYS.leases, {f"held{i}": now_ms + 60_000 for i in range(1000)})
-    pool = await create_pool(redis_settings(settings))
+    pool = redis_pool(settings)
     worker = HoldingWorker(
         functions=[func(noop, name="noop")],
         redis_pool=pool,
