@@ -98,6 +98,9 @@ class Backlogs:
         reply, confirmed = await self._accept_and_wait(script_keys, args, replicas)
         accepted = parse_accept(reply)
         if accepted.outcome == "accepted" and confirmed < replicas:
+            # Replicas may be gone (a failover leaves the new primary without one): look again
+            # at the next call rather than time out until the next regular look.
+            self._replicas_until = 0.0
             raise NotReplicated(accepted, replicas, confirmed, self._ack_timeout_ms)
         return accepted
 
