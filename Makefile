@@ -73,7 +73,7 @@ test-fast: $(STAMP) browser
 # The suite's short fault plan runs inside `make test`; this is the full one.
 test-faults: $(STAMP)
 	COHORTSYNC_TEST_FAULTS=full $(BIN)/python -m pytest tests/system/test_faults.py \
-		tests/system/test_redis_persistence.py $(PYTEST_ARGS)
+		tests/system/test_redis_persistence.py tests/system/test_redis_failover.py $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench

@@ -98,10 +98,11 @@ class Backlogs:
         reply, confirmed = await self._accept_and_wait(script_keys, args, replicas)
         accepted = parse_accept(reply)
         if accepted.outcome == "accepted" and confirmed < replicas:
-            # Replicas may be gone (a failover leaves the new primary without one): look again
-            # at the next call rather than time out until the next regular look.
+            # Replicas may have gone meanwhile (a primary just promoted has none): what is asked
+            # of a change is what is asked of the ones after it, at most the replicas online.
             self._replicas_until = 0.0
-            raise NotReplicated(accepted, replicas, confirmed, self._ack_timeout_ms)
+            if confirmed < await self._replicas_to_wait_for():
+                raise NotReplicated(accepted, replicas, confirmed, self._ack_timeout_ms)
         return accepted
 
     def wait_for_replicas(self, replicas: int, timeout_ms: int) -> None:

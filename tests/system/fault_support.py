@@ -16,6 +16,7 @@ import aiohttp
 import asyncpg
 import redis.asyncio as aioredis
 
+from core import redisconn
 from tests.bench.processes import Child, Children, children, environment, free_port
 from tests.support.redis_keys import KEYS
 from tests.support.worker import memberships
@@ -141,6 +142,29 @@ async def check_command(env: dict[str, str]) -> int:
     return await proc.wait()
 
 
+async def expect_health(stack: Stack, healthy: bool, within_s: float) -> list[str]:
+    """Problems, if some replica's /healthz and ``--check`` do not say ``healthy`` within
+    ``within_s`` (a replica that exited never will)."""
+    want_status, want_exit = (200, 0) if healthy else (503, 1)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    pending = list(stack.workers)
+    while pending:
+        for worker in list(pending):
+            status = await healthz(stack.metrics_ports[worker.pid])
+            if status == want_status and await check_command(stack.worker_env(worker)) == want_exit:
+                pending.remove(worker)
+        if all(not w.running for w in pending) or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    word = "healthy" if healthy else "unhealthy"
+    return [
+        f"worker {w.pid} ({'running' if w.running else 'exited'}) not reported {word}"
+        f" within {within_s:g} s"
+        for w in pending
+    ]
+
+
 @dataclass
 class Counts:
     accepted: int = 0
@@ -171,7 +195,7 @@ class Progress:
     Postgres is down nothing can be applied; the clock restarts when it is back)."""
 
     def __init__(self, redis_url: str) -> None:
-        self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=1.0)
+        self._redis: aioredis.Redis = redisconn.connect(redis_url, socket_timeout=1.0)
         self._outages = 0
         self._last_finished = -1
         self._since = time.monotonic()

@@ -22,10 +22,9 @@ from tests.system.fault_support import (
     Faulty,
     Progress,
     Stack,
-    check_command,
     counts,
+    expect_health,
     finished_within,
-    healthz,
     held_jobs,
     scenario_stack,
     verify,
@@ -207,29 +206,6 @@ async def finish(
         stall_limit_s=STALL_LIMIT_S,
         drain_timeout_s=PLAN.drain_timeout_s,
     )
-
-
-async def expect_health(stack: Stack, healthy: bool, within_s: float) -> list[str]:
-    """Problems, if some replica's /healthz and ``--check`` do not say ``healthy`` within
-    ``within_s`` (a replica that exited never will)."""
-    want_status, want_exit = (200, 0) if healthy else (503, 1)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    pending = list(stack.workers)
-    while pending:
-        for worker in list(pending):
-            status = await healthz(stack.metrics_ports[worker.pid])
-            if status == want_status and await check_command(stack.worker_env(worker)) == want_exit:
-                pending.remove(worker)
-        if all(not w.running for w in pending) or loop.time() > deadline:
-            break
-        await asyncio.sleep(0.2)
-    word = "healthy" if healthy else "unhealthy"
-    return [
-        f"worker {w.pid} ({'running' if w.running else 'exited'}) not reported {word}"
-        f" within {within_s:g} s"
-        for w in pending
-    ]
 
 
 async def test_redis_sigkilled_and_restarted(faulty: Faulty) -> None:
