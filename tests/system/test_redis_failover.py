@@ -18,12 +18,15 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 
 from core import redisconn
 from schemas.settings import Settings
+from schemas.status import Status
 from tests.bench.processes import until, wait_for_workers
+from tests.support.admin import admin_runner
 from tests.support.redis_keys import KEYS
 from tests.system.fault_support import (
     Progress,
@@ -163,6 +166,18 @@ async def applied_some(redis: aioredis.Redis) -> None:
     await until(some, timeout_s=30, interval_s=0.1)
 
 
+async def status_is_true(settings: Settings, group: SentinelGroup, ledger: Ledger) -> None:
+    """``cohortsync-admin status`` through the sentinels: nothing pending, every acknowledged
+    change counted once, applied or found stale."""
+    run = await admin_runner(settings.database_url, group.url)("status", "--json")
+    assert run.code == 0, run.err
+    status = msgspec.json.decode(run.out, type=Status)
+    assert sum(a.pending for a in status.audiences) == 0
+    assert sum(a.total for a in status.audiences) == ledger.changes_acknowledged
+    assert sum(a.applied + a.dropped for a in status.audiences) == ledger.changes_acknowledged
+    assert status.dead_letters == 0
+
+
 async def test_primary_sigkilled_mid_drain_fails_over(
     settings: Settings, db: asyncpg.Pool, key: str, tmp_path: Path
 ) -> None:
@@ -217,5 +232,6 @@ async def test_primary_sigkilled_mid_drain_fails_over(
                     stall_limit_s=STALL_LIMIT_S,
                     drain_timeout_s=DRAIN_TIMEOUT_S,
                 )
+            await status_is_true(settings, group, ledger)
         finally:
             await redis.aclose()
