@@ -135,12 +135,12 @@ class SentinelGroup:
         def watching() -> bool:
             for sentinel in self.sentinels:
                 with contextlib.closing(sentinel.client()) as client:
-                    state: Any = client.sentinel_master(MASTER_GROUP)
+                    state: Any = client.sentinel_master(MASTER_GROUP)  # type: ignore[no-untyped-call]
                     if state["num-other-sentinels"] < len(self.sentinels) - 1:
                         return False
                     alive = [
                         r
-                        for r in client.sentinel_slaves(MASTER_GROUP)
+                        for r in client.sentinel_slaves(MASTER_GROUP)  # type: ignore[no-untyped-call]
                         if not (r["is_sdown"] or r["is_odown"])
                     ]
                     if len(alive) < replicas:
@@ -152,7 +152,7 @@ class SentinelGroup:
     def primary(self) -> Server:
         """The data server the sentinels name primary now."""
         with contextlib.closing(self.sentinels[0].client()) as client:
-            _, port = client.sentinel_get_master_addr_by_name(MASTER_GROUP)
+            _, port = client.sentinel_get_master_addr_by_name(MASTER_GROUP)  # type: ignore[no-untyped-call]
         return next(s for s in self.servers if s.port == int(port))
 
     def stop(self) -> None:
