@@ -17,6 +17,7 @@ from admin.redis_upgrade import upgrade_redis
 from core.migrations import migrate
 from schemas.apikeys import SCOPES
 from schemas.settings import Settings, SettingsError
+from schemas.status import DEFAULT_STATUS_PAGE_SIZE, MAX_STATUS_PAGE_SIZE
 
 
 async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -48,6 +49,13 @@ COMMANDS: dict[str, Command] = {
     "dead-letters": deadletters.command,
     "simulate": simulate.command,
 }
+
+
+def _page_size(text: str) -> int:
+    value = _non_negative(text)
+    if not 1 <= value <= MAX_STATUS_PAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"{text} is not from 1 to {MAX_STATUS_PAGE_SIZE}")
+    return value
 
 
 def _non_negative(text: str) -> int:
@@ -126,14 +134,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "status",
         help="show queue depth, progress and ETA per audience",
-        description="The numbers of GET /v1/status: per live audience the changes pending "
-        "(accepted, not yet applied or dropped), applied, accepted in total and dropped as "
-        "superseded, with the time until its pending changes are applied (audiences with work "
-        "share the rate equally); then the queue's depth (backlog, ready, in flight, "
-        "deferred), the rate limit and the rate measured over the last minute, the live "
-        "worker replicas, and the time until everything pending is applied.",
+        description="The numbers of GET /v1/status's first page: per live audience (those "
+        "with pending changes first, busiest first) the changes pending (accepted, not yet "
+        "applied or dropped), applied, accepted in total and dropped as superseded, with the "
+        "time until its pending changes are applied (audiences with work share the rate "
+        "equally); then the totals over every audience, the queue's depth (backlog, ready, in "
+        "flight, deferred), the rate limit and the rate measured over the last minute, the "
+        "live worker replicas, and the time until everything pending is applied.",
     )
     p.add_argument("--json", action="store_true", help="print /v1/status's JSON instead")
+    p.add_argument(
+        "--page-size",
+        metavar="N",
+        type=_page_size,
+        default=DEFAULT_STATUS_PAGE_SIZE,
+        help=f"audiences listed (default {DEFAULT_STATUS_PAGE_SIZE}, at most "
+        f"{MAX_STATUS_PAGE_SIZE})",
+    )
     p = sub.add_parser(
         "dead-letters",
         help="list or replay changes that failed permanently",

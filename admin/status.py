@@ -18,7 +18,7 @@ async def command(settings: Settings, args: argparse.Namespace) -> int:
     conn = await connect(settings.database_url)
     client = redis_client(settings.redis_url)
     try:
-        found = await read_status(scripts(client, settings), conn, settings)
+        found = await read_status(scripts(client, settings), conn, settings, args.page_size)
     finally:
         await client.aclose()
         await conn.close()
@@ -45,11 +45,17 @@ def format_status(found: Status, queue_name: str) -> str:
         for a in found.audiences
     ]
     headers = ["audience", "name", "pending", "applied", "total", "dropped", "dead", "eta"]
-    lines = [table(headers, rows, numeric_from=2) if rows else "no live audiences", ""]
+    lines = [table(headers, rows, numeric_from=2) if rows else "no live audiences"]
+    t = found.totals
+    if found.next_cursor is not None:
+        lines.append(f"(the first {len(rows):,}; {t.audiences_with_work:,} audiences have work)")
     q, rate = found.queue_depth, found.rate
     limit = f"{rate.configured_per_minute:,}/min" if rate.configured_per_minute else "none"
-    pending = sum(a.pending for a in found.audiences)
+    pending = t.pending
     lines += [
+        "",
+        f"all audiences: accepted {t.accepted:,}, applied {t.applied:,}, dropped "
+        f"{t.dropped:,}, dead {t.dead_lettered:,}",
         f"queue: backlog {q.backlog:,}, ready {q.ready:,}, in flight {q.in_flight:,}, "
         f"deferred {q.deferred:,} (arq queue {queue_name})",
         f"rate: limit {limit}, applied in the last minute {rate.measured_per_minute:,}; "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import disable_created_metrics, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from schemas.status import DEAD_LETTERS_HELP, QueueSnapshot
@@ -39,12 +39,39 @@ class QueueCollector(Collector):
         yield depth
         pending = GaugeMetricFamily(
             "cohortsync_audience_pending",
-            "Changes accepted and not yet applied, per audience with a backlog.",
+            "Changes accepted and not yet applied, for the COHORTSYNC_METRICS_TOP_AUDIENCES "
+            "audiences with the most.",
             labels=["audience_id"],
         )
         for audience in s.audiences:
-            pending.add_metric([str(audience.audience_id)], audience.pending)
+            if audience.pending > 0:
+                pending.add_metric([str(audience.audience_id)], audience.pending)
         yield pending
+        t = s.totals
+        yield GaugeMetricFamily(
+            "cohortsync_pending",
+            "Changes accepted and not yet applied, over all audiences.",
+            value=t.pending,
+        )
+        yield GaugeMetricFamily(
+            "cohortsync_audiences_with_work",
+            "Audiences with changes pending.",
+            value=t.audiences_with_work,
+        )
+        changes = CounterMetricFamily(
+            "cohortsync_queue_changes",
+            "Changes counted in Redis over all audiences, by outcome (accepted, applied, "
+            "dropped, dead); every exporting process reports the same values.",
+            labels=["outcome"],
+        )
+        for outcome, n in (
+            ("accepted", t.accepted),
+            ("applied", t.applied),
+            ("dropped", t.dropped),
+            ("dead", t.dead),
+        ):
+            changes.add_metric([outcome], n)
+        yield changes
         yield GaugeMetricFamily(
             "cohortsync_rate_limit_per_minute",
             "Rate limit in force; 0 = none.",

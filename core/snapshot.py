@@ -1,17 +1,27 @@
 """The queue snapshot, read one way for ``/v1/status``, both processes' ``/metrics`` and
-``cohortsync-admin status``, so every view of the queue agrees."""
+``cohortsync-admin status``, so every view of the queue agrees. Its cost does not grow with the
+audiences: totals are aggregates, and per-audience detail is read for one page."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from typing import Any, Protocol
 
 from core.scripts import Scripts
 from schemas.settings import Settings
-from schemas.status import QueueSnapshot, Status, build_status
+from schemas.status import (
+    DEFAULT_STATUS_PAGE_SIZE,
+    ETA_EXACT_RANKS,
+    QueueSnapshot,
+    Status,
+    StatusCursor,
+    build_status,
+)
 
-LIVE_AUDIENCES = "SELECT id, name FROM audiences WHERE deleted_at IS NULL ORDER BY id"
+LIVE_AMONG = "SELECT id, name FROM audiences WHERE id = ANY($1::bigint[]) AND deleted_at IS NULL"
+LIVE_AFTER = (
+    "SELECT id, name FROM audiences WHERE deleted_at IS NULL AND id > $1 ORDER BY id LIMIT $2"
+)
 
 
 class Fetcher(Protocol):
@@ -20,15 +30,67 @@ class Fetcher(Protocol):
     async def fetch(self, query: str, *args: Any) -> list[Any]: ...
 
 
-async def read_snapshot(scripts: Scripts, audience_ids: Iterable[int] = ()) -> QueueSnapshot:
-    """The queue now: the active audiences, plus ``audience_ids``."""
-    return await scripts.queue_state(time.time(), audience_ids)
+async def read_snapshot(scripts: Scripts, top: int = 0) -> QueueSnapshot:
+    """The queue now, with the counters of the ``top`` audiences with the most pending."""
+    page = await scripts.queue_state.busiest(top) if top > 0 else None
+    ids = [a for a, _ in page.audiences] if page is not None else []
+    return await scripts.queue_state(time.time(), ids, page)
 
 
-async def read_status(scripts: Scripts, db: Fetcher, settings: Settings) -> Status:
-    """Every live audience (a few per operator, not per user: one query, one snapshot) with
-    its progress and ETA, and the queue as a whole."""
-    rows = await db.fetch(LIVE_AUDIENCES)
-    names: dict[int, str] = {r["id"]: r["name"] for r in rows}
-    snapshot = await read_snapshot(scripts, names)
-    return build_status(snapshot, names, settings.rate_limit_per_minute)
+async def read_status(
+    scripts: Scripts,
+    db: Fetcher,
+    settings: Settings,
+    page_size: int = DEFAULT_STATUS_PAGE_SIZE,
+    cursor: StatusCursor | None = None,
+) -> Status:
+    """One page of live audiences with their progress and ETA (those with pending changes,
+    busiest first, then the others by id), and the queue as a whole."""
+    names: dict[int, str] = {}
+    page = None
+    next_cursor: StatusCursor | None = None
+    after_idle = 0
+    if cursor is None or cursor.pending is not None:
+        after = None
+        if cursor is not None and cursor.pending is not None:
+            after = (cursor.pending, cursor.audience_id)
+        page = await scripts.queue_state.busiest(page_size, after, ETA_EXACT_RANKS)
+        busy = [a for a, _ in page.audiences]
+        # An audience deleted with changes still running is not shown (nor counted here).
+        rows = await db.fetch(LIVE_AMONG, busy)
+        live = {r["id"]: r["name"] for r in rows}
+        names = {a: live[a] for a in busy if a in live}
+        if len(page.audiences) == page_size:
+            last, pending = page.audiences[-1]
+            next_cursor = StatusCursor(pending, last)
+    else:
+        after_idle = cursor.audience_id
+    if next_cursor is None and len(names) < page_size:
+        idle, next_cursor = await _idle_audiences(scripts, db, after_idle, page_size - len(names))
+        names.update(idle)
+    snapshot = await scripts.queue_state(time.time(), names, page)
+    return build_status(snapshot, names, settings.rate_limit_per_minute, next_cursor)
+
+
+async def _idle_audiences(
+    scripts: Scripts, db: Fetcher, after: int, wanted: int
+) -> tuple[dict[int, str], StatusCursor | None]:
+    """Up to ``wanted`` live audiences with nothing pending, by id after ``after``, and the
+    cursor after the last (None when no live audience is left). Each batch read from Postgres
+    is checked against the pending set in one round trip."""
+    redis, pending_key = scripts.redis, scripts.keys.audiences_pending
+    found: dict[int, str] = {}
+    while len(found) < wanted:
+        rows = await db.fetch(LIVE_AFTER, after, wanted)
+        if not rows:
+            return found, None
+        scores = await redis.zmscore(pending_key, [r["id"] for r in rows])
+        for row, score in zip(rows, scores, strict=True):
+            after = row["id"]
+            if score is None:
+                found[row["id"]] = row["name"]
+                if len(found) == wanted:
+                    break
+        if len(rows) < wanted and after == rows[-1]["id"]:
+            return found, None
+    return found, StatusCursor(None, after)

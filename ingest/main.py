@@ -39,6 +39,7 @@ USED_SETTINGS = (
     "auth_cache_ttl_s",
     "audience_cache_ttl_s",
     "rate_limit_per_minute",
+    "metrics_top_audiences",
     "queue_name",
     "log_level",
 )

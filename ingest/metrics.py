@@ -132,7 +132,7 @@ async def serve_metrics(request: web.Request) -> web.Response:
     ]
     try:
         async with asyncio.timeout(SCRAPE_TIMEOUT_S):
-            snapshot = await read_snapshot(app[SCRIPTS])
+            snapshot = await read_snapshot(app[SCRIPTS], app[SETTINGS].metrics_top_audiences)
     except Exception as e:
         # The edge's own metrics still matter (they show the 503s while Redis is down).
         log.warning("queue gauges unavailable: %s", type(e).__name__)

@@ -26,6 +26,16 @@ SEEN_TTL_S = 7 * 24 * 3600
 # The measured rate sums the last minute's per-second counters; each expires soon after.
 APPLIED_SECOND_TTL_S = 120
 
+# The counters ``Keys.totals`` sums (with ``pending``, the sum of the audiences' pending), and
+# the field of a stats hash saying its counters are in the totals (hashes written before the
+# totals existed join them once: cohortsync-admin migrate, or the first script touching them).
+TOTALS_FIELDS = ("accepted", "dispatched", "applied", "dropped", "dead")
+STATS_IN_TOTALS = "in_totals"
+# An audience idle this long (nothing pending) loses its per-audience Redis keys (counters,
+# version, clear): a day keeps a finished sync's numbers on status while people look at them;
+# the totals keep counting them.
+IDLE_RECLAIM_S = 24 * 3600
+
 # arq's own layout (arq.constants): a job's payload and try counter live under these prefixes,
 # keyed by job id. Our job ids carry the deployment's hash tag, so these keys do too.
 ARQ_JOB_PREFIX = "arq:job:"
@@ -48,6 +58,8 @@ class Keys:
         "_stats",
         "active_list",
         "active_set",
+        "audiences_idle",
+        "audiences_pending",
         "backlog_total",
         "cleared",
         "config",
@@ -58,6 +70,7 @@ class Keys:
         "namespace",
         "queue",
         "tag",
+        "totals",
         "versions",
         "workers",
     )
@@ -85,8 +98,19 @@ class Keys:
         self.cleared = f"{tag}:cleared"
         # Hash per audience (``stats(id)``) counting accepted (edge), dispatched and dropped as
         # stale (dispatcher), applied, dropped and dead (worker, in the step that finishes the
-        # job, once per job). Once drained, accepted = applied + dropped + dead.
+        # job, once per job). Once drained, accepted = applied + dropped + dead. Its field
+        # ``STATS_IN_TOTALS`` marks counters already added into ``totals``.
         self._stats = f"{tag}:stats:"
+        # The aggregates the scripts that change ``stats`` keep in the same step, so reading the
+        # queue costs O(1) or O(page) whatever the audiences (``schemas/lua/lib/counts.lua``):
+        # ``totals`` (hash) sums every audience's counters (TOTALS_FIELDS), ever, and their
+        # pending; ``audiences_pending`` (sorted set) ranks the audiences with pending changes
+        # by how many; ``audiences_idle`` (sorted set) holds the others with counters, scored
+        # with the Redis time (ms) they went idle, so their per-audience keys can be reclaimed
+        # after IDLE_RECLAIM_S (``reclaim.lua``).
+        self.totals = f"{tag}:totals"
+        self.audiences_pending = f"{tag}:audiences:pending"
+        self.audiences_idle = f"{tag}:audiences:idle"
         # Hash of runtime configuration shared by all replicas (the CONFIG_* fields).
         self.config = f"{tag}:config"
         # The next free slot (µs, Redis clock) of the shared GCRA rate limiter; expires idle.

@@ -148,6 +148,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "and the next"
         ),
     ] = 9090
+    metrics_top_audiences: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=1000,
+            description="`/metrics` reports the pending changes of this many audiences, those "
+            "with the most (`cohortsync_audience_pending`), beside the totals over all; never "
+            "one series per audience. 0 reports the totals only",
+        ),
+    ] = 20
     job_timeout_s: Annotated[
         Positive,
         Meta(

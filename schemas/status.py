@@ -1,12 +1,16 @@
 """The queue's state as metrics, ``/v1/status`` and ``cohortsync-admin status`` report it.
 
 ``queue_state.lua`` reads it from Redis in one step (``core/snapshot.py``, the one reader the
-edge, the workers and the admin command share); the numbers are made from it here.
+edge, the workers and the admin command share); the numbers are made from it here. Its cost does
+not grow with the audiences: totals are aggregates the scripts keep, and per-audience detail is
+read for one page of audiences (busiest first) at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import base64
+import binascii
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 import msgspec
@@ -35,6 +39,19 @@ class AudienceCounts(NamedTuple):
         return max(self.backlog, self.accepted - self.applied - self.dropped - self.dead)
 
 
+class Totals(NamedTuple):
+    """Every audience's counters summed (``Keys.totals``), kept by the scripts that change them:
+    exact, and read in O(1)."""
+
+    accepted: int = 0
+    applied: int = 0
+    dropped: int = 0
+    dead: int = 0
+    # The sum of the audiences' ``AudienceCounts.pending``.
+    pending: int = 0
+    audiences_with_work: int = 0
+
+
 class QueueSnapshot(NamedTuple):
     """The queue at one moment (``queue_state.lua``)."""
 
@@ -49,33 +66,44 @@ class QueueSnapshot(NamedTuple):
     applied_last_minute: int
     # Changes in the dead-letter list.
     dead_letters: int
-    # The active audiences (non-empty backlog) first, then the others asked for.
+    # The audiences asked for (one page), in the order asked.
     audiences: list[AudienceCounts]
+    totals: Totals = Totals()
+    # The pending of audiences ranked before the page (busiest first), as many as were read
+    # (at most ETA_EXACT_RANKS): what the finish-time model needs beside the page itself.
+    pending_before: tuple[int, ...] = ()
+    # The page's rank among the audiences with work (0: the busiest first).
+    first_rank: int = 0
 
     def rate_per_minute(self, configured: int) -> int:
         """The rate limit in force, else ``configured``; 0 is none."""
         return self.rate_in_force if self.rate_in_force is not None else configured
 
 
-def finish_times_s(pending: Mapping[int, int], rate_per_minute: float) -> dict[int, float]:
-    """Seconds until each audience's pending changes are applied, when audiences with pending
-    work share ``rate_per_minute`` round-robin as the dispatcher does: each gets an equal share,
-    and what an audience that is done no longer needs goes to the others.
+# The finish-time model reads the pending of at most this many busier audiences: exact for the
+# pages among the busiest ETA_EXACT_RANKS audiences (the first pages, which the dashboard and
+# /metrics show), an upper bound past them (``finish_time_s``).
+ETA_EXACT_RANKS = 1000
 
-    The smallest backlog finishes first, after ``pending * n / rate``; each later one finishes
-    after its remaining changes at the rate split among the audiences still going.
-    """
+
+def finish_time_s(
+    pending: int, total_pending: int, others: Iterable[int], rate_per_minute: float
+) -> float:
+    """Seconds until an audience's ``pending`` changes are applied, when the audiences with work
+    share ``rate_per_minute`` equally (deficit round-robin), what a finished one no longer needs
+    going to the others (water-filling): with R the rate and p_i each audience's pending, it
+    finishes after sum_i min(p_i, pending) / R = (total - sum over p_i > pending of
+    (p_i - pending)) / R.
+
+    ``others`` are the pending of other audiences, at least those with more than ``pending``;
+    when some with more are left out, the answer is an upper bound, too long by at most
+    (their excess over ``pending``) / R."""
     if rate_per_minute <= 0:
         raise ValueError("a rate is needed to estimate")
-    rate_per_s = rate_per_minute / 60
-    times = {audience: 0.0 for audience, n in pending.items() if n <= 0}
-    going = sorted((n, audience) for audience, n in pending.items() if n > 0)
-    elapsed_s, done = 0.0, 0
-    for i, (n, audience) in enumerate(going):
-        elapsed_s += (n - done) * (len(going) - i) / rate_per_s
-        done = n
-        times[audience] = elapsed_s
-    return times
+    if pending <= 0:
+        return 0.0
+    beyond = sum(p - pending for p in others if p > pending)
+    return (total_pending - beyond) * 60 / rate_per_minute
 
 
 class Base(msgspec.Struct, rename="camel", kw_only=True):
@@ -95,7 +123,8 @@ class AudienceStatus(Base):
     # Accepted and not yet applied or dropped.
     pending: int
     applied: int
-    # Accepted since the audience was created.
+    # Accepted since the audience was last idle for IDLE_RECLAIM_S (its counters are then
+    # reclaimed; the totals keep them).
     total: int
     # Superseded by a newer change or a clear, so never applied.
     dropped: int
@@ -112,8 +141,22 @@ class RateStatus(Base):
     measured_per_minute: int
 
 
+class TotalsStatus(Base):
+    """Over every audience, exact whatever the page."""
+
+    # Accepted since the deployment started counting (the totals keep what idle or deleted
+    # audiences counted).
+    accepted: int
+    applied: int
+    dropped: int
+    dead_lettered: int
+    pending: int
+    audiences_with_work: int
+
+
 class Status(Base):
     queue_depth: QueueDepth
+    # One page: the audiences with pending changes, busiest first, then the others by id.
     audiences: list[AudienceStatus]
     rate: RateStatus
     workers_live: int
@@ -121,24 +164,73 @@ class Status(Base):
     dead_letters: int
     # Until every audience's pending changes are applied.
     eta_seconds: float | None
+    totals: TotalsStatus
+    # Pass as ``cursor`` for the next page; None on the last.
+    next_cursor: str | None = None
+
+
+# ``GET /v1/status?pageSize=``: audiences per page.
+DEFAULT_STATUS_PAGE_SIZE = 50
+MAX_STATUS_PAGE_SIZE = 1000
+
+
+class StatusCursor(NamedTuple):
+    """Where a status page starts: after the audience ``audience_id`` with ``pending`` changes
+    among those with work, or (``pending`` None) after ``audience_id`` among the idle ones."""
+
+    pending: int | None
+    audience_id: int
+
+
+def encode_cursor(cursor: StatusCursor) -> str:
+    """Opaque to clients: base64url of ``w<pending>:<audience>`` or ``i<audience>``."""
+    if cursor.pending is None:
+        raw = f"i{cursor.audience_id}"
+    else:
+        raw = f"w{cursor.pending}:{cursor.audience_id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> StatusCursor:
+    """The cursor ``encode_cursor`` made; ValueError for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError) as e:
+        raise ValueError("not a cursor") from e
+    kind, rest = raw[:1], raw[1:]
+    parts = rest.split(":") if kind == "w" else [rest]
+    if kind not in ("w", "i") or len(parts) != (2 if kind == "w" else 1):
+        raise ValueError("not a cursor")
+    if not all(p.isascii() and p.isdigit() and len(p) <= 19 for p in parts):
+        raise ValueError("not a cursor")
+    numbers = [int(p) for p in parts]
+    return StatusCursor(numbers[0] if kind == "w" else None, numbers[-1])
 
 
 def build_status(
-    snapshot: QueueSnapshot, names: Mapping[int, str], configured_rate_per_minute: int
+    snapshot: QueueSnapshot,
+    names: Mapping[int, str],
+    configured_rate_per_minute: int,
+    next_cursor: StatusCursor | None = None,
 ) -> Status:
-    """``/v1/status`` from a snapshot: the audiences named in ``names`` (the live ones), those
-    with pending work first, and estimates at the rate in force (the measured rate when there
-    is no limit)."""
+    """``/v1/status`` from a snapshot of one page: the audiences named in ``names`` (the live
+    ones), in the snapshot's order, and estimates at the rate in force (the measured rate when
+    there is no limit)."""
     rate = snapshot.rate_per_minute(configured_rate_per_minute)
-    counts = [c for c in snapshot.audiences if c.audience_id in names]
     estimating_rate = rate if rate > 0 else snapshot.applied_last_minute
-    pending = {c.audience_id: c.pending for c in counts}
-    etas: dict[int, float] = {a: 0.0 for a, n in pending.items() if n <= 0}
-    if estimating_rate > 0:
-        etas = finish_times_s(pending, estimating_rate)
-    overall: float | None = max(etas.values(), default=0.0)
-    if len(etas) < len(pending):
-        overall = None
+    t = snapshot.totals
+    counts = [c for c in snapshot.audiences if c.audience_id in names]
+    page_pending = [c.pending for c in counts]
+    others = [*snapshot.pending_before, *page_pending]
+
+    def eta(pending: int) -> float | None:
+        if pending <= 0:
+            return 0.0
+        if estimating_rate <= 0:
+            return None
+        return finish_time_s(pending, max(t.pending, pending), others, estimating_rate)
+
+    overall = eta(t.pending)
     audiences = [
         AudienceStatus(
             id=c.audience_id,
@@ -148,9 +240,9 @@ def build_status(
             total=c.accepted,
             dropped=c.dropped,
             dead_lettered=c.dead,
-            eta_seconds=_rounded(etas.get(c.audience_id)),
+            eta_seconds=_rounded(eta(c.pending)),
         )
-        for c in sorted(counts, key=lambda c: (c.pending == 0, c.audience_id))
+        for c in counts
     ]
     return Status(
         queue_depth=QueueDepth(
@@ -166,6 +258,15 @@ def build_status(
         workers_live=snapshot.workers_live,
         dead_letters=snapshot.dead_letters,
         eta_seconds=_rounded(overall),
+        totals=TotalsStatus(
+            accepted=t.accepted,
+            applied=t.applied,
+            dropped=t.dropped,
+            dead_lettered=t.dead,
+            pending=t.pending,
+            audiences_with_work=t.audiences_with_work,
+        ),
+        next_cursor=encode_cursor(next_cursor) if next_cursor is not None else None,
     )
 
 

@@ -44,6 +44,7 @@ USED_SETTINGS = (
     "group_commit_max_rows",
     "group_commit_delay_ms",
     "worker_metrics_port",
+    "metrics_top_audiences",
     "http_host",
     "log_level",
 )

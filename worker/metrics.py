@@ -71,6 +71,6 @@ class OutcomeCollector(Collector):
 async def render(metrics: WorkerMetrics, scripts: Scripts, settings: Settings) -> str:
     """The Prometheus text exposition of this replica; the queue's gauges from the snapshot
     every replica and the edge read (``core/snapshot.py``)."""
-    snapshot = await read_snapshot(scripts)
+    snapshot = await read_snapshot(scripts, settings.metrics_top_audiences)
     queue = QueueCollector(snapshot, settings.rate_limit_per_minute)
     return exposition(metrics.registry, queue).decode()

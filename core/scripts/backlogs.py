@@ -50,7 +50,13 @@ def accept_call(
 ) -> tuple[list[str], list[str | int]]:
     """``accept.lua``'s keys and arguments: ``groups`` maps audience id to entries of the form
     action code + profile id; with ``message_id`` (Amplitude's), only if it was not seen."""
-    script_keys = [keys.versions, keys.active_list, keys.active_set, keys.backlog_total]
+    script_keys = [
+        keys.versions,
+        keys.active_list,
+        keys.active_set,
+        keys.backlog_total,
+        *aggregate_keys(keys),
+    ]
     args: list[str | int] = [max_backlog, len(groups)]
     for audience_id, entries in groups.items():
         script_keys += [keys.backlog(audience_id), keys.stats(audience_id)]
@@ -59,6 +65,11 @@ def accept_call(
         script_keys.append(keys.seen(message_id))
         args.append(SEEN_TTL_S)
     return script_keys, args
+
+
+def aggregate_keys(keys: Keys) -> list[str]:
+    """The keys ``lib/counts.lua`` keeps beside the counters, in the order scripts take them."""
+    return [keys.totals, keys.audiences_pending, keys.audiences_idle]
 
 
 def parse_accept(reply: Sequence[Any]) -> Accepted:
@@ -155,20 +166,21 @@ class Backlogs:
         """A version after every change of the audience accepted so far (for a clear)."""
         return int(await self._next_version(keys=[self._keys.versions], args=[audience_id]))
 
-    async def mark_cleared(self, audience_id: int, version: int) -> int:
+    async def mark_cleared(self, audience_id: int, version: int, *, deleted: bool = False) -> int:
         """Make the audience's changes older than ``version`` stale; returns how many backlog
-        entries were dropped at once."""
+        entries were dropped at once. A ``deleted`` audience with nothing left pending loses
+        its keys."""
         k = self._keys
         dropped = await self._mark_cleared(
             keys=[
                 k.cleared,
                 k.backlog(audience_id),
                 k.backlog_total,
-                k.active_list,
-                k.active_set,
+                k.versions,
                 k.stats(audience_id),
+                *aggregate_keys(k),
             ],
-            args=[audience_id, version],
+            args=[audience_id, version, int(deleted)],
         )
         return int(dropped)
 
@@ -176,7 +188,13 @@ class Backlogs:
         """Move dead letters back onto their audiences' backlogs: ``groups`` maps audience id
         to (letter as stored, its backlog entry) pairs. Returns the changes re-queued."""
         k = self._keys
-        script_keys = [k.dead_letters, k.active_list, k.active_set, k.backlog_total]
+        script_keys = [
+            k.dead_letters,
+            k.active_list,
+            k.active_set,
+            k.backlog_total,
+            *aggregate_keys(k),
+        ]
         args: list[str | int | bytes] = [len(groups)]
         for audience_id, entries in groups.items():
             script_keys += [k.backlog(audience_id), k.stats(audience_id)]

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from redis.asyncio import Redis
 
+from core.scripts.backlogs import aggregate_keys
 from schemas.jobs import Change, change_job
 from schemas.keys import APPLY_FUNCTION, Keys, decode_entry
 from schemas.lua import source
@@ -87,7 +88,7 @@ class Dispatch:
                 change = Change(audience_id, profile_id, action == "add", version)
                 args += [raw, version, job_id, change_job(APPLY_FUNCTION, change)]
         created, dropped, ready_before, total_after, short = await self._script(
-            keys=[*script_keys, *job_keys, k.dispatch_turn], args=args
+            keys=[*script_keys, *job_keys, *aggregate_keys(k), k.dispatch_turn], args=args
         )
         return DispatchResult(
             int(created), int(dropped), int(ready_before), int(total_after), bool(short)

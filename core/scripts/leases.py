@@ -64,7 +64,7 @@ class Leases:
         another run had finished it."""
         counted = await self._finish(
             keys=self._finish_keys(job_id, audience_id),
-            args=[job_id, "done", outcome, 0, APPLIED_SECOND_TTL_S, letter],
+            args=[job_id, "done", outcome, 0, APPLIED_SECOND_TTL_S, letter, audience_id],
         )
         return bool(counted)
 
@@ -73,7 +73,7 @@ class Leases:
         had finished it."""
         requeued = await self._finish(
             keys=self._finish_keys(job_id, 0),
-            args=[job_id, "retry", "", due_ms, APPLIED_SECOND_TTL_S, b""],
+            args=[job_id, "retry", "", due_ms, APPLIED_SECOND_TTL_S, b"", 0],
         )
         return bool(requeued)
 
@@ -87,4 +87,8 @@ class Leases:
             k.stats(audience_id),
             k.applied_second(int(time.time())),
             k.dead_letters,
+            k.backlog(audience_id),
+            k.totals,
+            k.audiences_pending,
+            k.audiences_idle,
         ]

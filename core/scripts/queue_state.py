@@ -1,41 +1,65 @@
-"""``queue_state.lua``'s call: read the registry and active list, then the snapshot in one step."""
+"""The queue snapshot's calls: one page of the busiest audiences (``pending_page.lua``), then the
+snapshot of the queue and that page in one step (``queue_state.lua``). Neither grows with the
+audiences: O(1) plus O(log n + page)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 
 from schemas.keys import Keys
 from schemas.lua import source
-from schemas.status import AudienceCounts, QueueSnapshot
+from schemas.status import AudienceCounts, QueueSnapshot, Totals
 
 # The measured rate counts the changes applied during the last minute.
 MEASURE_WINDOW_S = 60
 
 
+class PendingPage(NamedTuple):
+    """A page of the audiences with pending changes, busiest first."""
+
+    # Rank of the first (0: the busiest).
+    first_rank: int
+    # (audience id, pending), in rank order.
+    audiences: list[tuple[int, int]]
+    # The pending of the audiences ranked before the page, as many as asked for.
+    pending_before: tuple[int, ...]
+
+
 class QueueState:
-    """``queue_state.lua`` of one deployment on one Redis client."""
+    """``queue_state.lua`` and ``pending_page.lua`` of one deployment on one Redis client."""
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
         self._script = redis.register_script(source("queue_state"))
+        self._page = redis.register_script(source("pending_page"))
 
-    async def __call__(self, now_s: float, audience_ids: Iterable[int] = ()) -> QueueSnapshot:
-        """The queue at ``now_s`` (Unix time): the active audiences, then ``audience_ids``.
+    async def busiest(
+        self, size: int, after: tuple[int, int] | None = None, ranks_before: int = 0
+    ) -> PendingPage:
+        """Up to ``size`` audiences with work, busiest first, after ``after`` (its pending and
+        id, from the previous page's last), and the pending of up to ``ranks_before`` busier."""
+        pending, audience = after if after is not None else ("", "")
+        first, flat, before = await self._page(
+            keys=[self._keys.audiences_pending], args=[pending, audience, size, ranks_before]
+        )
+        page = [(int(a), int(float(p))) for a, p in zip(flat[::2], flat[1::2], strict=True)]
+        return PendingPage(int(first), page, tuple(int(float(p)) for p in before))
 
-        The replicas and active audiences are read first (one round trip), as the script may
-        touch only keys declared to it; one that registers or becomes active in between is
-        in the next snapshot."""
+    async def __call__(
+        self, now_s: float, audience_ids: Iterable[int] = (), page: PendingPage | None = None
+    ) -> QueueSnapshot:
+        """The queue at ``now_s`` (Unix time) with the counters of ``audience_ids``.
+
+        The replicas are read first (one round trip), as the script may touch only keys
+        declared to it; one that registers in between is in the next snapshot."""
         k = self._keys
         now_ms = int(now_s * 1000)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zrangebyscore(k.workers, now_ms, "+inf")
-            pipe.lrange(k.active_list, 0, -1)
-            health_keys, active = await pipe.execute()
-        audiences = list(dict.fromkeys([*(int(a) for a in active), *audience_ids]))
+        health_keys = await self._redis.zrangebyscore(k.workers, now_ms, "+inf")
+        audiences = list(dict.fromkeys(audience_ids))
         # Whole seconds only: the current one is still being counted.
         second = int(now_s)
         counters = [k.applied_second(s) for s in range(second - MEASURE_WINDOW_S, second)]
@@ -46,6 +70,8 @@ class QueueState:
             k.workers,
             k.leases,
             k.dead_letters,
+            k.totals,
+            k.audiences_pending,
             *counters,
             *(h.decode() for h in health_keys),
         ]
@@ -54,11 +80,15 @@ class QueueState:
         reply = await self._script(
             keys=script_keys, args=[now_ms, len(counters), len(health_keys), *audiences]
         )
-        return parse_snapshot(reply)
+        snapshot = parse_snapshot(reply)
+        if page is None:
+            return snapshot
+        return snapshot._replace(pending_before=page.pending_before, first_rank=page.first_rank)
 
 
 def parse_snapshot(reply: Sequence[Any]) -> QueueSnapshot:
-    backlog, ready, deferred, rate, live, running, applied, dead, rows = reply
+    backlog, ready, deferred, rate, live, running, applied, dead, rows, totals, with_work = reply
+    accepted, done, dropped, failed, pending = (int(v) for v in totals)
     return QueueSnapshot(
         # The total is decremented by several scripts; never report a passing negative.
         backlog=max(0, int(backlog)),
@@ -70,4 +100,5 @@ def parse_snapshot(reply: Sequence[Any]) -> QueueSnapshot:
         applied_last_minute=int(applied),
         dead_letters=int(dead),
         audiences=[AudienceCounts(*(int(v) for v in row)) for row in rows],
+        totals=Totals(accepted, done, dropped, failed, pending, int(with_work)),
     )

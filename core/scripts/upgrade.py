@@ -16,6 +16,7 @@ from typing import Literal, NamedTuple
 import redis.exceptions
 from redis.asyncio import Redis
 
+from core.scripts.backlogs import aggregate_keys
 from schemas.keys import ARQ_JOB_PREFIX, ARQ_RETRY_PREFIX, Keys
 from schemas.lua import source
 
@@ -147,6 +148,7 @@ class Upgrade:
                 k.stats(job.audience_id),
             ]
             args += [job.job_id, job.audience_id, job.payload or b"", job.entry or "", job.letter]
+        script_keys += aggregate_keys(k)
         requeued, dead = await self._jobs(keys=script_keys, args=args)
         return int(requeued), int(dead)
 
@@ -167,15 +169,17 @@ class Upgrade:
 
     async def stats(self, audience_id: int, fields: Sequence[bytes]) -> int:
         old, new = self.legacy.stats(audience_id), self.keys.stats(audience_id)
-        return await self._merge(old, new, "add", fields)
+        return await self._merge(old, new, "add", fields, aggregate_keys(self.keys))
 
     async def config(self, fields: Sequence[bytes]) -> int:
         return await self._merge(self.legacy.config, self.keys.config, "keep", fields)
 
-    async def _merge(self, old: str, new: str, how: Merge, fields: Sequence[bytes]) -> int:
+    async def _merge(
+        self, old: str, new: str, how: Merge, fields: Sequence[bytes], also: Sequence[str] = ()
+    ) -> int:
         if not fields:
             return 0
-        return int(await self._fields(keys=[old, new], args=[how, *fields]))
+        return int(await self._fields(keys=[old, new, *also], args=[how, *fields]))
 
     async def seen(self, message_ids: Sequence[str]) -> int:
         """Rename old Amplitude de-duplication keys, keeping their TTLs."""

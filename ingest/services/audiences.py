@@ -76,7 +76,7 @@ async def clear_or_delete(
         version = await store.clear_audience(conn, audience_id, take_version, delete=delete)
     if version is None:
         return None
-    await scripts.backlogs.mark_cleared(audience_id, version)
+    await scripts.backlogs.mark_cleared(audience_id, version, deleted=delete)
     return version
 
 

@@ -15,6 +15,7 @@ from ingest.errors import ERROR_RENDERER, BadRequest, render_talon
 from ingest.services.audiences import audience_from_row, audience_not_found
 from ingest.state import DB, SCRIPTS, SETTINGS
 from schemas import cursors
+from schemas.status import DEFAULT_STATUS_PAGE_SIZE, MAX_STATUS_PAGE_SIZE, decode_cursor
 from schemas.talon import (
     BIGINT_MAX,
     AudiencePage,
@@ -145,7 +146,18 @@ async def profile_attributes(request: web.Request) -> web.Response:
 @status_routes.get("/status")
 async def get_status(request: web.Request) -> web.Response:
     config = request.config_dict
-    found = await read_status(config[SCRIPTS], config[DB], config[SETTINGS])
+    page_size = query_int(request, "pageSize", DEFAULT_STATUS_PAGE_SIZE, 1, MAX_STATUS_PAGE_SIZE)
+    cursor = None
+    if (raw := request.query.get("cursor")) is not None:
+        try:
+            cursor = decode_cursor(raw)
+        except ValueError:
+            raise BadRequest(
+                "Invalid query parameter",
+                "cursor must be the nextCursor of a previous page",
+                parameter="cursor",
+            ) from None
+    found = await read_status(config[SCRIPTS], config[DB], config[SETTINGS], page_size, cursor)
     # Polled every few seconds by dashboards: never a cached answer.
     response = json_response(found)
     response.headers["Cache-Control"] = "no-store"

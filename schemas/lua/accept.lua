@@ -1,17 +1,20 @@
 -- Accept one request's membership changes, atomically: all or nothing.
 -- KEYS[1] versions hash, KEYS[2] active list, KEYS[3] active set, KEYS[4] backlog total,
--- then for each audience group g: KEYS[4 + 2g - 1] its backlog list, KEYS[4 + 2g] its stats hash.
+-- KEYS[5..7] totals, audiences by pending, idle audiences (lib/counts.lua), then for each
+-- audience group g: KEYS[7 + 2g - 1] its backlog list, KEYS[7 + 2g] its stats hash.
 -- ARGV[1] max backlog, ARGV[2] number of groups, then per group: audience id, count, and count
 -- entries of the form <a|d><profileIntegrationId>. The version goes between action and id.
--- Optionally a de-duplication key after the groups' keys, KEYS[5 + 2 * groups], with its TTL in
+-- Optionally a de-duplication key after the groups' keys, KEYS[8 + 2 * groups], with its TTL in
 -- seconds after the groups' arguments: the changes are accepted only when that key is absent,
 -- and it is set in the same step, so "seen" and "enqueued" are never apart.
 -- Returns {1, accepted}, {0, backlog total} when the backlog bound would be exceeded, or
 -- {2, 0} when the de-duplication key was already set.
 --#include entry
+--#include counts
 local max_backlog = tonumber(ARGV[1])
 local groups = tonumber(ARGV[2])
-local seen = KEYS[5 + 2 * groups]
+local seen = KEYS[8 + 2 * groups]
+local agg = {totals = KEYS[5], pending = KEYS[6], idle = KEYS[7]}
 if seen and redis.call('EXISTS', seen) == 1 then
   return {2, 0}
 end
@@ -35,8 +38,8 @@ a = 3
 for g = 1, groups do
   local audience = ARGV[a]
   local count = tonumber(ARGV[a + 1])
-  local backlog = KEYS[4 + 2 * g - 1]
-  local stats = KEYS[4 + 2 * g]
+  local backlog = KEYS[7 + 2 * g - 1]
+  local stats = KEYS[7 + 2 * g]
   local last = tonumber(redis.call('HGET', KEYS[1], audience) or '0')
   local base = math.max(last + 1, now_us)
   local chunk = {}
@@ -52,7 +55,8 @@ for g = 1, groups do
     redis.call('RPUSH', backlog, unpack(chunk))
   end
   redis.call('HSET', KEYS[1], audience, string.format('%.0f', base + count - 1))
-  redis.call('HINCRBY', stats, 'accepted', count)
+  add_count(agg, stats, 'accepted', count)
+  rank_audience(agg, audience, stats, backlog, math.floor(now_us / 1000))
   if redis.call('SADD', KEYS[3], audience) == 1 then
     redis.call('RPUSH', KEYS[2], audience)
   end

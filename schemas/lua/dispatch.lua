@@ -10,12 +10,15 @@
 -- KEYS[1] arq queue (sorted set), KEYS[2] active list, KEYS[3] active set, KEYS[4] cleared hash,
 -- KEYS[5] backlog total, KEYS[6] leases, then for each audience i: KEYS[5 + 2i] its backlog,
 -- KEYS[6 + 2i] its stats hash; then one job key per entry read, in the order of the entries;
--- last, the dispatch turn, which this call ends.
+-- then totals, audiences by pending, idle audiences (lib/counts.lua); last, the dispatch turn,
+-- which this call ends.
 -- ARGV[1] watermark, ARGV[2] most jobs to create, ARGV[3] entries per audience per turn,
 -- ARGV[4] number of audiences, then per audience in round-robin order: its id, the number n of
 -- entries read, then n times: the entry, its version, its job id, its job (arq's payload).
 -- Returns {jobs created, stale entries dropped, ready jobs before, backlog total after,
 -- 1 if it stopped short of the room because a read no longer held or was used up, else 0}.
+--#include counts
+local agg = {totals = KEYS[#KEYS - 3], pending = KEYS[#KEYS - 2], idle = KEYS[#KEYS - 1]}
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ready = redis.call('ZCOUNT', KEYS[1], '-inf', now_ms) + redis.call('ZCARD', KEYS[6])
@@ -84,11 +87,12 @@ while created < room and left > 0 do
     end
     au.taken = au.taken + take
     if took > 0 then
-      redis.call('HINCRBY', au.stats, 'dispatched', took)
+      add_count(agg, au.stats, 'dispatched', took)
     end
     if stale > 0 then
-      redis.call('HINCRBY', au.stats, 'dropped', stale)
+      add_count(agg, au.stats, 'dropped', stale)
     end
+    rank_audience(agg, au.id, au.stats, au.backlog, now_ms)
     created = created + took
     dropped = dropped + stale
   end

@@ -1,18 +1,21 @@
 -- A snapshot of the queue for /metrics and /v1/status, read in one step so its numbers agree.
 -- It changes nothing but the worker registry, from which it drops replicas whose entry expired.
--- Every call is O(1) or O(log n) per audience reported and per worker replica: nothing here
--- grows with the backlog. The caller (core/scripts/queue_state.py) read the registry and the
--- active list just before and declares every key: the replicas' health keys, the audiences'
--- backlogs and stats hashes, and the per-second counters of the measuring window.
+-- Its cost does not grow with the audiences: the totals and the count of audiences with work
+-- are aggregates the scripts that change them keep (lib/counts.lua); per-audience detail is
+-- read only for the page of audiences asked for (pending_page.lua chose it). The caller
+-- (core/scripts/queue_state.py) read the registry just before and declares every key: the
+-- replicas' health keys, the page's backlogs and stats hashes, and the per-second counters of
+-- the measuring window.
 -- KEYS[1] backlog total, KEYS[2] arq queue (sorted set), KEYS[3] config hash, KEYS[4] worker
--- registry (sorted set), KEYS[5] leases (sorted set), KEYS[6] dead letters, then ARGV[2]
--- applied-per-second counters (the window's whole seconds), then ARGV[3] health keys, then per
--- audience: its backlog, its stats hash.
+-- registry (sorted set), KEYS[5] leases (sorted set), KEYS[6] dead letters, KEYS[7] totals,
+-- KEYS[8] audiences by pending, then ARGV[2] applied-per-second counters (the window's whole
+-- seconds), then ARGV[3] health keys, then per audience: its backlog, its stats hash.
 -- ARGV[1] now in ms on the caller's clock (arq scores jobs with its own), ARGV[2] number of
 -- counters, ARGV[3] number of health keys, then the audience ids, in the order of their keys.
 -- Returns {backlog total, ready jobs, deferred jobs, rate in force or '', live replicas, jobs
 -- running, applied in the window, dead letters, {{audience, backlog, accepted, applied, dropped,
--- dead}, ...}}.
+-- dead}, ...}, {accepted, applied, dropped, dead, pending} over all audiences, audiences with
+-- pending changes}.
 local now_ms = ARGV[1]
 local counters, health = tonumber(ARGV[2]), tonumber(ARGV[3])
 local backlog = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -32,7 +35,7 @@ local rate = cfg[1] or cfg[2] or ''
 
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. now_ms)
 local live = 0
-for k = 7 + counters, 6 + counters + health do
+for k = 9 + counters, 8 + counters + health do
   if redis.call('EXISTS', KEYS[k]) == 1 then
     live = live + 1
   end
@@ -40,12 +43,12 @@ end
 local dead = redis.call('LLEN', KEYS[6])
 
 local applied = 0
-for k = 7, 6 + counters do
+for k = 9, 8 + counters do
   applied = applied + tonumber(redis.call('GET', KEYS[k]) or '0')
 end
 
 local audiences = {}
-local k = 7 + counters + health
+local k = 9 + counters + health
 for i = 4, #ARGV do
   local counts = redis.call('HMGET', KEYS[k + 1], 'accepted', 'applied', 'dropped', 'dead')
   audiences[#audiences + 1] = {
@@ -58,4 +61,9 @@ for i = 4, #ARGV do
   }
   k = k + 2
 end
-return {backlog, due, deferred, rate, live, running, applied, dead, audiences}
+local totals = redis.call('HMGET', KEYS[7], 'accepted', 'applied', 'dropped', 'dead', 'pending')
+for i = 1, #totals do
+  totals[i] = totals[i] or '0'
+end
+local with_work = redis.call('ZCARD', KEYS[8])
+return {backlog, due, deferred, rate, live, running, applied, dead, audiences, totals, with_work}

@@ -7,13 +7,17 @@
 -- KEYS[1] old arq queue, KEYS[2] old leases, KEYS[3] active list, KEYS[4] active set,
 -- KEYS[5] backlog total, KEYS[6] dead letters, then per job i (1-based): KEYS[3 + 4i] its
 -- payload key, KEYS[4 + 4i] its arq retry key, KEYS[5 + 4i] its audience's backlog,
--- KEYS[6 + 4i] its audience's stats hash.
+-- KEYS[6 + 4i] its audience's stats hash; last, totals, audiences by pending, idle audiences
+-- (lib/counts.lua).
 -- ARGV per job i: ARGV[5i - 4] job id, ARGV[5i - 3] audience id, ARGV[5i - 2] the payload as
 -- read ('' when it had none: another run finished it), ARGV[5i - 1] its backlog entry ('' when
 -- the payload holds no change), ARGV[5i] its dead letter (when it holds no change).
 -- The caller orders each audience's jobs newest first: put at the backlog's head one by one,
 -- they end oldest first.
 -- Returns {entries re-queued, dead letters kept}.
+--#include counts
+local agg = {totals = KEYS[#KEYS - 2], pending = KEYS[#KEYS - 1], idle = KEYS[#KEYS]}
+local now_ms = redis_now_ms()
 local requeued, dead = 0, 0
 for i = 1, #ARGV / 5 do
   local id, audience, payload = ARGV[5 * i - 4], ARGV[5 * i - 3], ARGV[5 * i - 2]
@@ -27,16 +31,17 @@ for i = 1, #ARGV / 5 do
     if current and entry ~= '' then
       redis.call('LPUSH', backlog, entry)
       -- Dispatched again later: counted once.
-      redis.call('HINCRBY', stats, 'dispatched', -1)
+      add_count(agg, stats, 'dispatched', -1)
       if redis.call('SADD', KEYS[4], audience) == 1 then
         redis.call('RPUSH', KEYS[3], audience)
       end
       requeued = requeued + 1
     elseif current then
       redis.call('RPUSH', KEYS[6], letter)
-      redis.call('HINCRBY', stats, 'dead', 1)
+      add_count(agg, stats, 'dead', 1)
       dead = dead + 1
     end
+    rank_audience(agg, audience, stats, backlog, now_ms)
   end
 end
 if requeued > 0 then

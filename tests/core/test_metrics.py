@@ -88,6 +88,9 @@ async def test_queue_gauges_follow_the_workload(
     assert depth == {"backlog": 35, "ready": 0, "in_flight": 0, "deferred": 0}
     assert value(before, "cohortsync_audience_pending", audience_id=str(a)) == 25
     assert value(before, "cohortsync_audience_pending", audience_id=str(b)) == 10
+    assert value(before, "cohortsync_pending") == 35
+    assert value(before, "cohortsync_audiences_with_work") == 2
+    assert value(before, "cohortsync_queue_changes_total", outcome="accepted") == 35
     assert value(before, "cohortsync_workers_live") == 0
     assert value(before, "cohortsync_rate_limit_per_minute") == settings.rate_limit_per_minute
     await redis.hset(KEYS.config, "rate_per_minute", "0")  # type: ignore[misc]
@@ -117,6 +120,8 @@ async def test_queue_gauges_follow_the_workload(
         assert value(own, "cohortsync_queue_depth", state="backlog") == 0
     after = await scrape(client)
     assert value(after, "cohortsync_workers_live") == 0
+    assert value(after, "cohortsync_pending") == 0
+    assert value(after, "cohortsync_queue_changes_total", outcome="applied") == 35
     rows = await db.fetchval("SELECT count(*) FROM memberships")
     assert rows == 35
 
@@ -186,6 +191,9 @@ async def test_a_worker_exports_its_series_as_dashboards_and_alerts_read_them(
         "cohortsync_rate_limit_per_minute": "gauge",
         "cohortsync_workers_live": "gauge",
         "cohortsync_dead_letters": "gauge",
+        "cohortsync_pending": "gauge",
+        "cohortsync_audiences_with_work": "gauge",
+        "cohortsync_queue_changes": "counter",
     }
     found = samples(text)
     assert not [name for name, _ in found if name.endswith("_created")]
@@ -216,6 +224,9 @@ async def test_the_edge_and_a_worker_export_the_same_queue_gauges(
         "cohortsync_rate_limit_per_minute",
         "cohortsync_workers_live",
         "cohortsync_dead_letters",
+        "cohortsync_pending",
+        "cohortsync_audiences_with_work",
+        "cohortsync_queue_changes_total",
     }
 
     def of_queue(found: Samples) -> Samples:

@@ -28,6 +28,9 @@ YAMLLINT_CONFIG = DEPLOY / ".yamllint.yaml"
 METRICS: dict[str, frozenset[str]] = {
     "cohortsync_queue_depth": frozenset({"state"}),
     "cohortsync_audience_pending": frozenset({"audience_id"}),
+    "cohortsync_pending": frozenset(),
+    "cohortsync_audiences_with_work": frozenset(),
+    "cohortsync_queue_changes_total": frozenset({"outcome"}),
     "cohortsync_changes_accepted_total": frozenset(),
     "cohortsync_changes_applied_total": frozenset(),
     "cohortsync_changes_dropped_total": frozenset({"reason"}),

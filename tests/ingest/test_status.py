@@ -10,13 +10,26 @@ import pytest
 import redis.asyncio as aioredis
 
 from schemas.settings import Settings
-from schemas.status import AudienceCounts, QueueSnapshot, build_status, finish_times_s
+from schemas.status import (
+    AudienceCounts,
+    QueueSnapshot,
+    Totals,
+    build_status,
+    finish_time_s,
+)
 from tests.support.admin import Admin
 from tests.support.edge import Client, auth, create_key
 from tests.support.redis_keys import KEYS
 from tests.support.status import post_changes, running_worker, wait_until
 from tests.support.worker import new_audience
 from worker.drain import is_drained
+
+
+def finish_times_s(pending: dict[int, int], rate_per_minute: float) -> dict[int, float]:
+    total = sum(pending.values())
+    return {
+        a: finish_time_s(n, total, pending.values(), rate_per_minute) for a, n in pending.items()
+    }
 
 
 def test_a_small_audience_behind_a_huge_backlog_finishes_in_seconds() -> None:
@@ -32,6 +45,32 @@ def test_equal_backlogs_finish_together_and_done_ones_at_once() -> None:
         finish_times_s({1: 1}, 0)
 
 
+def test_water_filling_matches_a_simulation_of_equal_shares() -> None:
+    # Step what the dispatcher does at 1 change/s: each audience with work gets 1 / going.
+    pending = {1: 7, 2: 30, 3: 30, 4: 120, 5: 1}
+    left = {a: float(n) for a, n in pending.items()}
+    finished: dict[int, float] = {}
+    clock, step = 0.0, 0.01
+    while len(finished) < len(left):
+        going = [a for a in left if a not in finished]
+        for a in going:
+            left[a] -= step / len(going)
+            if left[a] <= 1e-9:
+                finished[a] = clock + step
+        clock += step
+    times = finish_times_s(pending, 60)
+    assert times == {a: pytest.approx(t, abs=0.05) for a, t in finished.items()}
+
+
+def test_past_the_audiences_read_the_estimate_is_an_upper_bound() -> None:
+    everyone = [500, 400, 300, 200, 100]
+    exact = finish_time_s(100, sum(everyone), everyone, 60)
+    # Only the busiest two were read: the others' excess over 100 is left out.
+    bound = finish_time_s(100, sum(everyone), everyone[:2], 60)
+    assert exact == 500.0
+    assert bound == 500.0 + (300 - 100) + (200 - 100)
+
+
 def test_without_a_limit_or_a_measured_rate_there_is_no_estimate() -> None:
     snapshot = QueueSnapshot(
         backlog=5,
@@ -43,6 +82,7 @@ def test_without_a_limit_or_a_measured_rate_there_is_no_estimate() -> None:
         applied_last_minute=0,
         dead_letters=0,
         audiences=[AudienceCounts(1, 5, 5, 0, 0), AudienceCounts(2, 0, 3, 2, 1)],
+        totals=Totals(accepted=8, applied=2, dropped=1, pending=5, audiences_with_work=1),
     )
     found = build_status(snapshot, {1: "busy", 2: "done"}, 1000)
     assert found.rate.configured_per_minute == 0
