@@ -45,6 +45,7 @@ class Moved(NamedTuple):
     active_audiences: int = 0
     backlog_total: int = 0
     dropped_keys: int = 0
+    aggregated: int = 0
 
     def lines(self, tag: str) -> list[str]:
         """What an operator reads: nothing when nothing was there to move."""
@@ -68,6 +69,11 @@ class Moved(NamedTuple):
         if self.backlog_total:
             lines.append(
                 f"added {self.backlog_total:,} to the backlog total (the old total's rest)"
+            )
+        if self.aggregated:
+            lines.append(
+                f"added the counters of {self.aggregated:,} audiences to the queue's totals "
+                "(kept by the scripts from now on)"
             )
         if self.dropped_keys:
             lines.append(
@@ -133,6 +139,19 @@ async def _finish(redis: Redis, up: Upgrade) -> Moved:
         backlog_total=last.backlog_total,
         dropped_keys=last.dropped,
     )
+
+
+async def _aggregates(redis: Redis, up: Upgrade) -> Moved:
+    """Counters written before the aggregates existed join them: every audience with a stats
+    hash or a backlog in the namespace, once (run again, none joins)."""
+    k = up.keys
+    audiences = {a async for a in _suffixes(redis, k.stats("")) if a.isdigit()}
+    audiences |= {a async for a in _suffixes(redis, k.backlog("")) if a.isdigit()}
+    joined = 0
+    ordered = sorted(audiences, key=int)
+    for start in range(0, len(ordered), BATCH):
+        joined += await up.aggregates(ordered[start : start + BATCH])
+    return Moved(aggregated=joined)
 
 
 def _audience_stats(up: Upgrade, audience_id: int) -> Callable[[Sequence[bytes]], Awaitable[int]]:
@@ -248,7 +267,7 @@ async def _batches(items: AsyncIterator[T]) -> AsyncIterator[list[T]]:
 Step = Callable[[Redis, Upgrade], Awaitable[Moved]]
 # In this order: a clear is known before the changes it makes stale; the jobs, which left their
 # backlogs' heads before the entries still there, go ahead of those once the backlogs moved; the
-# keys the edge and the worker look for go last.
+# keys the edge and the worker look for go last; then the namespace's counters join the totals.
 STEPS: dict[str, Step] = {
     "config": _config,
     "versions": _versions,
@@ -259,4 +278,5 @@ STEPS: dict[str, Step] = {
     "backlogs": _backlogs,
     "jobs": _jobs,
     "finish": _finish,
+    "aggregates": _aggregates,
 }

@@ -24,7 +24,7 @@ from core.scripts import Scripts
 from core.scripts.upgrade import warn_if_pending
 from schemas import jobs
 from schemas.jobs import DeadLetter
-from schemas.keys import APPLY_FUNCTION, Keys, parse_job_id
+from schemas.keys import APPLY_FUNCTION, IDLE_RECLAIM_S, Keys, parse_job_id
 from schemas.settings import Settings
 from worker.arq_internals import ArqWorker
 from worker.changes import apply_change
@@ -44,6 +44,8 @@ POLL_DELAY_S = 0.01
 IDLE_POLL_DELAY_S = 0.05
 # Each replica refreshes its own health key this often (the key lives one second longer).
 HEALTH_CHECK_INTERVAL_S = 5
+# Idle audiences one replica forgets per registry refresh (reclaim.lua, a few ms of Redis).
+RECLAIM_BATCH = 200
 # Redis calls that failed: Redis away (restart, failover), or refusing writes (out of memory,
 # MISCONF when it cannot persist). Waited out and reported by /healthz, never fatal.
 REDIS_UNREACHABLE = (redis.exceptions.RedisError, OSError)
@@ -243,6 +245,9 @@ class ChangeWorker(ArqWorker):
                 if (state := self.ctx.get(STATE_KEY)) is not None:
                     pipe.hset(self.keys.config, mapping=state.limiter.defaults_in_config())
                 await pipe.execute()
+            # Idle audiences' keys go here, at the pace of the registry: a batch per replica
+            # every few seconds is far ahead of how fast audiences go idle.
+            await self.scripts.reclaim(IDLE_RECLAIM_S, RECLAIM_BATCH)
 
     async def close(self) -> None:
         if self._renewing is not None:

@@ -13,6 +13,7 @@ from core.scripts.dispatch import Dispatch
 from core.scripts.leases import Leases
 from core.scripts.limiter import RateLimit
 from core.scripts.queue_state import QueueState
+from core.scripts.reclaim import Reclaim
 from core.scripts.upgrade import Upgrade
 from schemas.keys import Keys
 
@@ -28,4 +29,5 @@ class Scripts:
         self.leases = Leases(redis, keys)
         self.limiter = RateLimit(redis, keys)
         self.queue_state = QueueState(redis, keys)
+        self.reclaim = Reclaim(redis, keys)
         self.upgrade = Upgrade(redis, keys)

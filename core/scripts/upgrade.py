@@ -104,6 +104,7 @@ class Upgrade:
         self._fields = redis.register_script(source("upgrade_fields"))
         self._seen = redis.register_script(source("upgrade_seen"))
         self._finish = redis.register_script(source("upgrade_finish"))
+        self._aggregates = redis.register_script(source("build_aggregates"))
 
     async def pending(self) -> bool:
         """True while Redis holds the old layout's backlog total or active list."""
@@ -180,6 +181,17 @@ class Upgrade:
         if not fields:
             return 0
         return int(await self._fields(keys=[old, new, *also], args=[how, *fields]))
+
+    async def aggregates(self, audience_ids: Sequence[str]) -> int:
+        """Bring audiences' counters written before the aggregates existed into them (once);
+        returns how many joined."""
+        if not audience_ids:
+            return 0
+        k = self.keys
+        script_keys = aggregate_keys(k)
+        for audience in audience_ids:
+            script_keys += [k.backlog(audience), k.stats(audience)]
+        return int(await self._aggregates(keys=script_keys, args=list(audience_ids)))
 
     async def seen(self, message_ids: Sequence[str]) -> int:
         """Rename old Amplitude de-duplication keys, keeping their TTLs."""

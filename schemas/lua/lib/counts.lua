@@ -68,8 +68,17 @@ local function redis_now_ms()
 end
 
 -- Forget an audience with nothing pending (idle long enough, or deleted): its counters, its
--- version and clear. The totals keep what it counted.
+-- version and clear. The totals keep what it counted, and say how much of it was forgotten
+-- (fields 'reclaimed_<counter>'), so totals = per-audience sums + reclaimed stays checkable.
 local function forget_audience(agg, audience, stats, versions, cleared)
+  in_totals(agg, stats)
+  local values = redis.call('HMGET', stats, unpack(COUNTERS))
+  for i = 1, #COUNTERS do
+    local v = tonumber(values[i] or '0')
+    if v ~= 0 then
+      redis.call('HINCRBY', agg.totals, 'reclaimed_' .. COUNTERS[i], v)
+    end
+  end
   redis.call('DEL', stats)
   redis.call('HDEL', versions, audience)
   redis.call('HDEL', cleared, audience)

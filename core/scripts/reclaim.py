@@ -1,0 +1,34 @@
+"""``reclaim.lua``'s call: forget the audiences idle longest, a batch at a time."""
+
+from __future__ import annotations
+
+import time
+
+from redis.asyncio import Redis
+
+from core.scripts.backlogs import aggregate_keys
+from schemas.keys import Keys
+from schemas.lua import source
+
+
+class Reclaim:
+    """``reclaim.lua`` of one deployment on one Redis client."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._script = redis.register_script(source("reclaim"))
+
+    async def __call__(self, idle_s: float, most: int) -> int:
+        """Forget up to ``most`` audiences idle for ``idle_s`` or longer (their counters,
+        version and clear); returns how many. One round trip when none is due."""
+        k = self._keys
+        # This process's clock picks candidates; the script decides on Redis's.
+        cutoff_ms = int((time.time() - idle_s) * 1000)
+        due = await self._redis.zrangebyscore(k.audiences_idle, "-inf", cutoff_ms, 0, most)
+        if not due:
+            return 0
+        script_keys = [*aggregate_keys(k), k.versions, k.cleared]
+        for raw in due:
+            script_keys += [k.backlog(raw.decode()), k.stats(raw.decode())]
+        return int(await self._script(keys=script_keys, args=[int(idle_s * 1000), *due]))
