@@ -236,3 +236,23 @@ async def test_the_edge_and_a_worker_export_the_same_queue_gauges(
     worker = of_queue(samples(await render(WorkerMetrics(), scripts(redis), settings)))
     assert worker == edge
     assert value(edge, "cohortsync_audience_pending", audience_id=str(a)) == 7
+
+
+async def test_only_the_top_audiences_get_a_series_and_the_totals_cover_all(
+    client: Client, settings: Settings, db: asyncpg.Pool
+) -> None:
+    # More audiences with work than the default top 20: one series each for the 20 busiest.
+    assert settings.metrics_top_audiences == 20
+    audiences = [await new_audience(db, f"a{i}") for i in range(30)]
+    await post_changes(
+        client, [(a, "add", f"p{j}") for i, a in enumerate(audiences) for j in range(i + 1)]
+    )
+    found = await scrape(client)
+    series = {
+        int(dict(labels)["audience_id"]): v
+        for (name, labels), v in found.items()
+        if name == "cohortsync_audience_pending"
+    }
+    assert series == {a: i + 1 for i, a in enumerate(audiences) if i >= 10}
+    assert value(found, "cohortsync_pending") == sum(range(1, 31))
+    assert value(found, "cohortsync_audiences_with_work") == 30

@@ -259,3 +259,60 @@ async def test_the_rate_shown_is_the_one_the_workers_enforce(
         assert (await admin("set-rate", "6000")).code == 0
         as_json = msgspec.json.decode((await admin("status", "--json")).out)
         assert as_json["rate"]["configuredPerMinute"] == 6000
+
+
+async def test_status_pages_busiest_first_then_the_idle_with_exact_totals(
+    client: Client, db: asyncpg.Pool
+) -> None:
+    # 7 audiences with work (two of them tied) and 4 without; 1 deleted with work.
+    pendings = [3, 7, 1, 5, 5, 2, 4]
+    busy = [await new_audience(db, f"busy{i}") for i in range(len(pendings))]
+    idle = [await new_audience(db, f"idle{i}") for i in range(4)]
+    gone = await new_audience(db, "gone")
+    changes = [(a, "add", f"p{j}") for a, n in zip(busy, pendings, strict=True) for j in range(n)]
+    await post_changes(client, [*changes, (gone, "add", "x")])
+    await db.execute("UPDATE audiences SET deleted_at = now() WHERE id = $1", gone)
+
+    pages: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        query = f"/v1/status?pageSize=3{f'&cursor={cursor}' if cursor else ''}"
+        response = await client.get(query)
+        assert response.status == 200, await response.text()
+        pages.append(await response.json())
+        cursor = pages[-1]["nextCursor"]
+        if cursor is None:
+            break
+    seen = [(a["id"], a["pending"]) for page in pages for a in page["audiences"]]
+    assert all(len(page["audiences"]) <= 3 for page in pages)
+    # Every live audience once: those with work busiest first, then the idle by id.
+    with_work = sorted(zip(busy, pendings, strict=True), key=lambda x: -x[1])
+    assert [p for _, p in seen[: len(busy)]] == [p for _, p in with_work]
+    assert {a for a, _ in seen[: len(busy)]} == set(busy)
+    assert seen[len(busy) :] == [(a, 0) for a in idle]
+    for page in pages:
+        assert page["totals"] == {
+            "accepted": sum(pendings) + 1,
+            "applied": 0,
+            "dropped": 0,
+            "deadLettered": 0,
+            "pending": sum(pendings) + 1,
+            "audiencesWithWork": len(busy) + 1,
+        }
+        # The whole queue's ETA whatever the page: 28 changes at 1000/min.
+        assert page["etaSeconds"] == 1.7
+    # Water-filling: the audience with 4 waits for all of the smaller ones (1, 2, 3 and the
+    # deleted one's 1) and 4 of its own and of each busier one's: 23 changes at 1000/min.
+    etas = {a["pending"]: a["etaSeconds"] for page in pages for a in page["audiences"]}
+    assert etas[4] == round((1 + 2 + 3 + 4 * 4 + 1) * 60 / 1000, 1)
+    assert etas[7] == 1.7
+
+
+async def test_status_page_size_and_cursor_are_checked(client: Client) -> None:
+    for query in ("pageSize=0", "pageSize=1001", "pageSize=x", "cursor=nope", "cursor=d3gx"):
+        response = await client.get(f"/v1/status?{query}")
+        assert response.status == 400, query
+        body = await response.json()
+        parameter = query.split("=")[0]
+        assert body["errors"][0]["source"] == {"parameter": parameter}, body
+    assert (await client.get("/v1/status?pageSize=1000")).status == 200
