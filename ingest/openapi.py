@@ -25,7 +25,12 @@ from schemas.cdp import (
 )
 from schemas.profiles import ProfileAttributes
 from schemas.settings import Settings
-from schemas.status import Status
+from schemas.status import (
+    DEFAULT_STATUS_PAGE_SIZE,
+    ETA_EXACT_RANKS,
+    MAX_STATUS_PAGE_SIZE,
+    Status,
+)
 from schemas.talon import (
     MAX_ACTIONS,
     MAX_NAME_LENGTH,
@@ -121,6 +126,22 @@ _CDP_HEADERS = (
         "header",
         IntegrationId,
         "The CDP's name; lowercased, the `integration` of the audiences it creates.",
+    ),
+)
+_STATUS_PAGING = (
+    Param(
+        "pageSize",
+        "query",
+        int,
+        f"Audiences per page, 1 to {MAX_STATUS_PAGE_SIZE} (default {DEFAULT_STATUS_PAGE_SIZE}).",
+        required=False,
+    ),
+    Param(
+        "cursor",
+        "query",
+        str,
+        "The `nextCursor` of the previous page (opaque); without it, the first page.",
+        required=False,
     ),
 )
 _PAGING = (
@@ -229,7 +250,15 @@ OPERATIONS: tuple[Operation, ...] = (
               "A profile's attributes", "Read API", 200, ProfileAttributes, errors=_NO_BODY,
               params=(_PROFILE_ID,)),
     Operation("get", "/v1/status", "status", "Queue depth, progress, ETA, rate, workers",
-              "Read API", 200, Status, errors=(401, 403, 503)),
+              "Read API", 200, Status, errors=(400, 401, 403, 503), params=_STATUS_PAGING,
+              description="One page of live audiences: those with pending changes first, the "
+              "busiest first, then the others by id; `nextCursor` is the next page's `cursor` "
+              "(null on the last). `totals`, `queueDepth` and `etaSeconds` cover every audience "
+              "whatever the page. ETAs model the audiences with work sharing the rate equally; "
+              f"past the {ETA_EXACT_RANKS:,} busiest, an audience's ETA is an upper bound. A page "
+              "may hold fewer than `pageSize` (an audience deleted with changes still running "
+              "is left out); an audience whose pending changes while pages are read may show "
+              "twice or be missed."),
     # --- operations and documentation, without a key ------------------------------------------
     Operation("get", "/healthz", "healthz", "Process alive", "Operations", 200,
               ("application/json", {"type": "object", "properties": {"status": {"const": "ok"}}}),
