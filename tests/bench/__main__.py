@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from tests.bench import capacity, claims, edge, fairness, memory, postgres, rate
+from tests.bench import capacity, claims, edge, fairness, memory, postgres, rate, status
 from tests.bench.processes import Children, children
 from tests.bench.services import Services, services
 from tests.bench.sizes import FULL, QUICK, Sizes
@@ -49,6 +49,14 @@ MEASUREMENTS: list[tuple[str, Measure, list[tuple[str, str]]]] = [
             ("/v1/audiences page", "≤ 50 ms"),
             ("full cursor read", "≤ 60 s"),
             ("clear of a", "≤ 100 ms"),
+        ],
+    ),
+    (
+        "status",
+        status.status_rows,
+        [
+            ("Redis time of a status call (first page)", "≤ 1 ms"),
+            ("Redis time of a /metrics scrape", "≤ 1 ms"),
         ],
     ),
 ]

@@ -33,6 +33,8 @@ class Sizes:
     page_memberships: tuple[int, ...]
     big_audience_members: int
     offset_samples: int
+    # Status: audiences with work, x10 steps; the largest also runs the snapshot before.
+    status_audiences: tuple[int, ...]
 
 
 FULL = Sizes(
@@ -53,6 +55,7 @@ FULL = Sizes(
     page_memberships=(100_000, 1_000_000, 10_000_000),
     big_audience_members=1_000_000,
     offset_samples=10,
+    status_audiences=(1_000, 10_000, 100_000),
 )
 
 QUICK = Sizes(
@@ -73,4 +76,5 @@ QUICK = Sizes(
     page_memberships=(1_000, 10_000, 100_000),
     big_audience_members=20_000,
     offset_samples=4,
+    status_audiences=(100, 1_000),
 )

@@ -25,6 +25,8 @@ ROWS = [
     "/v1/audiences page",
     "full cursor read",
     "clear of a",
+    "Redis time of a status call (first page)",
+    "Redis time of a /metrics scrape",
 ]
 
 
