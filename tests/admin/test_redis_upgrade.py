@@ -129,7 +129,8 @@ def expected(ids: Audiences) -> dict[int, Rows]:
 
 async def snapshot(redis: aioredis.Redis) -> dict[str, tuple[str, Any, bool]]:
     """Every key: its type, its value read whole, whether it expires. The active list is read
-    as a set: its round-robin order depends on the order audiences were moved in."""
+    as a set: its round-robin order depends on the order audiences were moved in; the idle
+    audiences without the time they went idle."""
     found: dict[str, tuple[str, Any, bool]] = {}
     for raw in sorted(await redis.keys("*")):
         name = raw.decode()
@@ -141,6 +142,9 @@ async def snapshot(redis: aioredis.Redis) -> dict[str, tuple[str, Any, bool]]:
                 value = sorted(value)
         elif kind == "hash":
             value = await redis.hgetall(name)  # type: ignore[misc]
+        elif kind == "zset" and name == KEYS.audiences_idle:
+            # Scored with the time each went idle: when the run moved it.
+            value = await redis.zrange(name, 0, -1)
         elif kind == "zset":
             value = await redis.zrange(name, 0, -1, withscores=True)
         elif kind == "set":
