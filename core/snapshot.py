@@ -19,6 +19,8 @@ from schemas.status import (
 )
 
 LIVE_AMONG = "SELECT id, name FROM audiences WHERE id = ANY($1::bigint[]) AND deleted_at IS NULL"
+# Live audiences read at once while looking for those with nothing pending.
+IDLE_BATCH = 500
 LIVE_AFTER = (
     "SELECT id, name FROM audiences WHERE deleted_at IS NULL AND id > $1 ORDER BY id LIMIT $2"
 )
@@ -76,21 +78,20 @@ async def _idle_audiences(
     scripts: Scripts, db: Fetcher, after: int, wanted: int
 ) -> tuple[dict[int, str], StatusCursor | None]:
     """Up to ``wanted`` live audiences with nothing pending, by id after ``after``, and the
-    cursor after the last (None when no live audience is left). Each batch read from Postgres
-    is checked against the pending set in one round trip."""
+    cursor after the last (None when no live audience is left). Postgres is read in batches,
+    each checked against the audiences with work in one round trip: pages of idle audiences
+    cost O(page) plus a round trip per IDLE_BATCH audiences with work passed over."""
     redis, pending_key = scripts.redis, scripts.keys.audiences_pending
+    batch = max(wanted, IDLE_BATCH)
     found: dict[int, str] = {}
-    while len(found) < wanted:
-        rows = await db.fetch(LIVE_AFTER, after, wanted)
-        if not rows:
-            return found, None
-        scores = await redis.zmscore(pending_key, [r["id"] for r in rows])
+    while True:
+        rows = await db.fetch(LIVE_AFTER, after, batch)
+        scores = await redis.zmscore(pending_key, [r["id"] for r in rows]) if rows else []
         for row, score in zip(rows, scores, strict=True):
-            after = row["id"]
             if score is None:
                 found[row["id"]] = row["name"]
                 if len(found) == wanted:
-                    break
-        if len(rows) < wanted and after == rows[-1]["id"]:
+                    return found, StatusCursor(None, row["id"])
+        if len(rows) < batch:
             return found, None
-    return found, StatusCursor(None, after)
+        after = rows[-1]["id"]
