@@ -15,8 +15,10 @@ from admin.redis_upgrade import upgrade_redis
 from core.scripts import Scripts
 from schemas.jobs import DeadLetter
 from schemas.keys import IDLE_RECLAIM_S, STATS_IN_TOTALS, TOTALS_FIELDS, parse_job_id
+from schemas.settings import Settings
 from schemas.status import AudienceCounts
 from tests.support.redis_keys import KEYS, scripts
+from tests.support.status import running_worker, wait_until
 from tests.support.worker import accept, clear, new_audience
 
 Audiences = dict[int, dict[str, int]]
@@ -208,3 +210,22 @@ async def test_a_clear_leaves_the_active_list_to_the_dispatcher(
     assert (done.created, done.dropped) == (1, 0)
     assert await redis.lrange(KEYS.active_list, 0, -1) == []  # type: ignore[misc]
     assert await redis.smembers(KEYS.active_set) == set()  # type: ignore[misc]
+
+
+async def test_a_worker_replica_forgets_audiences_idle_for_a_day(
+    settings: Settings, db: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    a, b = await new_audience(db, "a"), await new_audience(db, "b")
+    for audience in (a, b):
+        await accept(redis, audience, [("add", "x")])
+        await clear(db, redis, audience)
+    # a went idle a day ago, b just now.
+    await redis.zadd(KEYS.audiences_idle, {str(a): 1})
+
+    async def forgotten() -> bool:
+        return not await redis.exists(KEYS.stats(a))
+
+    async with running_worker(settings, redis):
+        await wait_until(forgotten, "the worker to forget the idle audience")
+    assert await redis.exists(KEYS.stats(b))
+    await assert_aggregates_exact(redis)
