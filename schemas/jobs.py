@@ -24,7 +24,8 @@ class Change(msgspec.Struct, array_like=True, frozen=True):
 
 class ChangeJob(msgspec.Struct, frozen=True):
     """arq's job dict (``arq.jobs.serialize_job``: try, function, args, enqueue time in ms) as
-    the dispatcher writes it, for one change. arq's kwargs ``k`` are left out: none."""
+    ``dispatch.lua`` writes it (cmsgpack), for one change. arq's kwargs ``k`` are left out:
+    none. ``tests/worker/test_dispatch.py`` decodes the script's jobs with it."""
 
     t: int
     f: str
@@ -41,12 +42,6 @@ class DeadLetter(msgspec.Struct, rename="camel", frozen=True):
     failed_at_ms: int
 
 
-def change_job(function: str, change: Change) -> bytes:
-    """The payload of a new job applying ``change``; enqueued when it was accepted (versions
-    are the acceptance time in µs)."""
-    return _encoder.encode(ChangeJob(1, function, (change,), change.version // 1000))
-
-
 def serialize_job(job: dict[str, Any]) -> bytes:
     """arq ``job_serializer``: the job dict (``t f a k et``) as msgpack."""
     return _encoder.encode(job)
@@ -54,7 +49,7 @@ def serialize_job(job: dict[str, Any]) -> bytes:
 
 def deserialize_job(raw: bytes) -> dict[str, Any]:
     """arq ``job_deserializer``: an argument that is a change comes back as a ``Change``
-    (anything else as it was, for the job to report); jobs from ``change_job`` carry no ``k``."""
+    (anything else as it was, for the job to report); jobs from ``dispatch.lua`` carry no ``k``."""
     job: dict[str, Any] = _decoder.decode(raw)
     args = job.get("a")
     if isinstance(args, list) and len(args) == 1:

@@ -64,6 +64,7 @@ class Keys:
         "cleared",
         "config",
         "dead_letters",
+        "dispatch_credit",
         "dispatch_turn",
         "leases",
         "limiter",
@@ -119,6 +120,9 @@ class Keys:
         # replicas take turns reading backlog heads instead of racing for the same entries
         # and throwing away the read and the jobs built from it.
         self.dispatch_turn = f"{tag}:dispatch:turn"
+        # What is left of the turn of the audience at the head of the round-robin when a
+        # dispatch cut it short (``<audience>:<entries>``), so it gets its whole quantum.
+        self.dispatch_credit = f"{tag}:dispatch:credit"
         # Changes that failed permanently, kept for an operator, never silently dropped: a list
         # of JSON ``DeadLetter``s; cohortsync-admin dead-letters replay re-queues them.
         self.dead_letters = f"{tag}:dead"

@@ -11,3 +11,9 @@ end
 local function entry_version(entry)
   return tonumber(string.sub(entry, 2, string.find(entry, ':', 2, true) - 1))
 end
+
+-- An entry's action code ('a' or 'd'), its version as a string, and its profile id.
+local function split_entry(entry)
+  local colon = string.find(entry, ':', 2, true)
+  return string.sub(entry, 1, 1), string.sub(entry, 2, colon - 1), string.sub(entry, colon + 1)
+end
