@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from tests.bench import capacity, claims, edge, fairness, memory, postgres, rate, status
+from tests.bench import capacity, claims, edge, fairness, memory, postgres, rate, shares, status
 from tests.bench.processes import Children, children
 from tests.bench.services import Services, services
 from tests.bench.sizes import FULL, QUICK, Sizes
@@ -59,6 +59,7 @@ MEASUREMENTS: list[tuple[str, Measure, list[tuple[str, str]]]] = [
             ("Redis time of a /metrics scrape", "≤ 1 ms"),
         ],
     ),
+    ("shares", shares.share_rows, [("DRR share spread", "±10%")]),
 ]
 
 

@@ -35,6 +35,9 @@ class Sizes:
     offset_samples: int
     # Status: audiences with work, x10 steps; the largest also runs the snapshot before.
     status_audiences: tuple[int, ...]
+    # DRR shares: audiences with work, and the window their shares are counted over.
+    share_audiences: int
+    share_window_s: float
 
 
 FULL = Sizes(
@@ -56,6 +59,8 @@ FULL = Sizes(
     big_audience_members=1_000_000,
     offset_samples=10,
     status_audiences=(1_000, 10_000, 100_000),
+    share_audiences=1000,
+    share_window_s=60.0,
 )
 
 QUICK = Sizes(
@@ -77,4 +82,6 @@ QUICK = Sizes(
     big_audience_members=20_000,
     offset_samples=4,
     status_audiences=(100, 1_000),
+    share_audiences=100,
+    share_window_s=10.0,
 )

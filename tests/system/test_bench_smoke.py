@@ -27,6 +27,7 @@ ROWS = [
     "clear of a",
     "Redis time of a status call (first page)",
     "Redis time of a /metrics scrape",
+    "DRR share spread",
 ]
 
 
