@@ -1,4 +1,5 @@
-"""The read API's page cursors: opaque to clients, the key of the last item of a page."""
+"""The read API's page cursors (``/v1`` lists and ``/v1/status``): opaque to clients, the key of
+the last item of a page."""
 
 from __future__ import annotations
 
@@ -24,7 +25,20 @@ class MembersAfter(msgspec.Struct, array_like=True, frozen=True, tag="m"):
     profile_id: ProfileIntegrationId
 
 
-Cursor = AudiencesAfter | MembersAfter
+class BusyAfter(msgspec.Struct, array_like=True, frozen=True, tag="w"):
+    """``GET /v1/status``: the audiences with work after this one, busiest first."""
+
+    pending: int
+    audience_id: Id
+
+
+class IdleAfter(msgspec.Struct, array_like=True, frozen=True, tag="i"):
+    """``GET /v1/status``: the idle audiences with a greater id."""
+
+    audience_id: Id
+
+
+Cursor = AudiencesAfter | MembersAfter | BusyAfter | IdleAfter
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Cursor)

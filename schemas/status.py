@@ -8,12 +8,12 @@ read for one page of audiences (busiest first) at a time.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 import msgspec
+
+from schemas import cursors
 
 DEAD_LETTERS_HELP = (
     "Changes that failed permanently, kept for cohortsync-admin dead-letters list/replay."
@@ -183,28 +183,21 @@ class StatusCursor(NamedTuple):
 
 
 def encode_cursor(cursor: StatusCursor) -> str:
-    """Opaque to clients: base64url of ``w<pending>:<audience>`` or ``i<audience>``."""
+    """Opaque to clients (``schemas/cursors.py``)."""
     if cursor.pending is None:
-        raw = f"i{cursor.audience_id}"
-    else:
-        raw = f"w{cursor.pending}:{cursor.audience_id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+        return cursors.encode(cursors.IdleAfter(cursor.audience_id))
+    return cursors.encode(cursors.BusyAfter(cursor.pending, cursor.audience_id))
 
 
 def decode_cursor(text: str) -> StatusCursor:
-    """The cursor ``encode_cursor`` made; ValueError for anything else."""
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError) as e:
-        raise ValueError("not a cursor") from e
-    kind, rest = raw[:1], raw[1:]
-    parts = rest.split(":") if kind == "w" else [rest]
-    if kind not in ("w", "i") or len(parts) != (2 if kind == "w" else 1):
-        raise ValueError("not a cursor")
-    if not all(p.isascii() and p.isdigit() and len(p) <= 19 for p in parts):
-        raise ValueError("not a cursor")
-    numbers = [int(p) for p in parts]
-    return StatusCursor(numbers[0] if kind == "w" else None, numbers[-1])
+    """The cursor ``encode_cursor`` made; ValueError (``BadCursor``) for anything else."""
+    match cursors.decode(text):
+        case cursors.BusyAfter(pending, audience_id):
+            return StatusCursor(pending, audience_id)
+        case cursors.IdleAfter(audience_id):
+            return StatusCursor(None, audience_id)
+        case _:
+            raise cursors.BadCursor("not a status cursor")
 
 
 def build_status(
