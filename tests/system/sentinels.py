@@ -119,12 +119,22 @@ class SentinelGroup:
         self.wait_watching(len(self.servers) - 1)
 
     def wait_online(self, replica: Server) -> None:
-        """Until ``replica`` holds the primary's data set and follows its stream."""
+        """Until ``replica`` holds the primary's data set and follows its stream, and the
+        primary counts it online (after the replica's first acknowledgement, up to a second
+        later): only then does the edge wait for it."""
 
         def synced() -> bool:
             with contextlib.closing(replica.client()) as client:
                 info: Any = client.info("replication")
-                return bool(info["role"] == "slave" and info["master_link_status"] == "up")
+            if info["role"] != "slave" or info["master_link_status"] != "up":
+                return False
+            primary = next(s for s in self.servers if s.port == int(info["master_port"]))
+            with contextlib.closing(primary.client()) as client:
+                seen: Any = client.info("replication")
+            return any(
+                isinstance(v, dict) and v.get("port") == replica.port and v.get("state") == "online"
+                for v in seen.values()
+            )
 
         _wait(synced, f"{replica.name} did not sync")
 
