@@ -42,6 +42,10 @@ ARQ_JOB_PREFIX = "arq:job:"
 ARQ_IN_PROGRESS_PREFIX = "arq:in-progress:"
 ARQ_RETRY_PREFIX = "arq:retry:"
 
+# The tenant (one Talon.One deployment, ``tenants.id`` in Postgres) that data from before tenants
+# existed belongs to, and that a single-deployment user's keys belong to.
+DEFAULT_TENANT = 1
+
 # Name of the arq function that applies one change.
 APPLY_FUNCTION = "apply_change"
 

@@ -9,7 +9,7 @@ from typing import Any, Literal, NamedTuple
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from schemas.keys import SEEN_TTL_S, Keys
+from schemas.keys import DEFAULT_TENANT, SEEN_TTL_S, Keys
 from schemas.lua import source
 
 AcceptOutcome = Literal["accepted", "full", "seen"]
@@ -96,6 +96,8 @@ class Backlogs:
         groups: Mapping[int, Sequence[str]],
         max_backlog: int,
         message_id: str | None = None,
+        *,
+        tenant: int = DEFAULT_TENANT,
     ) -> Accepted:
         """Append changes to their audiences' backlogs, all or nothing (see ``accept_call``).
 
@@ -166,7 +168,14 @@ class Backlogs:
         """A version after every change of the audience accepted so far (for a clear)."""
         return int(await self._next_version(keys=[self._keys.versions], args=[audience_id]))
 
-    async def mark_cleared(self, audience_id: int, version: int, *, deleted: bool = False) -> int:
+    async def mark_cleared(
+        self,
+        audience_id: int,
+        version: int,
+        *,
+        deleted: bool = False,
+        tenant: int = DEFAULT_TENANT,
+    ) -> int:
         """Make the audience's changes older than ``version`` stale; returns how many backlog
         entries were dropped at once. A ``deleted`` audience with nothing left pending loses
         its keys."""
