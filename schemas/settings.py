@@ -178,7 +178,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ] = 200
     dispatch_quantum: Annotated[
         Positive, Meta(description="entries taken from one audience per round-robin turn")
-    ] = 10
+    ] = 5
     max_backlog: Annotated[
         Positive,
         Meta(description="queued changes past which the edge answers 429 and enqueues nothing"),
