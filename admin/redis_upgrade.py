@@ -115,6 +115,14 @@ async def _stats(redis: Redis, up: Upgrade) -> Moved:
     return Moved(stats=merged)
 
 
+async def _tenants(redis: Redis, up: Upgrade) -> Moved:
+    renamed = 0
+    async for message_ids in _batches(_suffixes(redis, up.pre_tenant.seen_prefix)):
+        renamed += await up.tenant_seen(message_ids)
+    added, _ = await up.tenants()
+    return Moved(seen_keys=renamed, active_audiences=added)
+
+
 async def _seen(redis: Redis, up: Upgrade) -> Moved:
     renamed = 0
     async for message_ids in _batches(_suffixes(redis, up.legacy.seen_prefix)):
@@ -279,4 +287,5 @@ STEPS: dict[str, Step] = {
     "jobs": _jobs,
     "finish": _finish,
     "aggregates": _aggregates,
+    "tenants": _tenants,
 }

@@ -7,6 +7,8 @@ from typing import Any
 
 import msgspec
 
+from schemas.keys import DEFAULT_TENANT
+
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
 
@@ -20,6 +22,8 @@ class Change(msgspec.Struct, array_like=True, frozen=True):
     profile_id: str
     member: bool
     version: int
+    # The audience's tenant; a change queued before tenants existed is the default tenant's.
+    tenant: int = DEFAULT_TENANT
 
 
 class ChangeJob(msgspec.Struct, frozen=True):

@@ -31,6 +31,8 @@ APPLIED_SECOND_TTL_S = 120
 # totals existed join them once: cohortsync-admin migrate, or the first script touching them).
 TOTALS_FIELDS = ("accepted", "dispatched", "applied", "dropped", "dead")
 STATS_IN_TOTALS = "in_totals"
+# The field of a stats hash naming the audience's tenant (set by accept.lua).
+STATS_TENANT = "tenant"
 # An audience idle this long (nothing pending) loses its per-audience Redis keys (counters,
 # version, clear): a day keeps a finished sync's numbers on status while people look at them;
 # the totals keep counting them.
@@ -58,23 +60,23 @@ class Keys:
         "_applied",
         "_backlog",
         "_health",
-        "_seen",
         "_stats",
-        "active_list",
-        "active_set",
-        "audiences_idle",
+        "_tenants",
         "audiences_pending",
         "backlog_total",
         "cleared",
         "config",
         "dead_letters",
-        "dispatch_credit",
         "dispatch_turn",
+        "fleet_limiter",
         "leases",
-        "limiter",
         "namespace",
         "queue",
         "tag",
+        "tenant_rates",
+        "tenants_due",
+        "tenants_known",
+        "tenants_pending",
         "totals",
         "versions",
         "workers",
@@ -90,10 +92,6 @@ class Keys:
         # Per-audience backlog (``backlog(id)``): a list of entries (``encode_entry``), appended
         # by the edge, popped by the dispatcher; ~35 bytes each against ~200 for an arq job.
         self._backlog = f"{tag}:backlog:"
-        # Audience ids with a non-empty backlog, in round-robin order (list), and the same ids
-        # as a set so the edge can tell in O(1) whether an audience is already scheduled.
-        self.active_list = f"{tag}:active"
-        self.active_set = f"{tag}:active:set"
         # Total entries across all backlogs: the edge refuses work (429) past max_backlog.
         self.backlog_total = f"{tag}:backlog:total"
         # Hash audience id -> last version handed out. Versions are max(last + 1, Redis time in
@@ -106,27 +104,15 @@ class Keys:
         # job, once per job). Once drained, accepted = applied + dropped + dead. Its field
         # ``STATS_IN_TOTALS`` marks counters already added into ``totals``.
         self._stats = f"{tag}:stats:"
-        # The aggregates the scripts that change ``stats`` keep in the same step, so reading the
-        # queue costs O(1) or O(page) whatever the audiences (``schemas/lua/lib/counts.lua``):
-        # ``totals`` (hash) sums every audience's counters (TOTALS_FIELDS), ever, and their
-        # pending; ``audiences_pending`` (sorted set) ranks the audiences with pending changes
-        # by how many; ``audiences_idle`` (sorted set) holds the others with counters, scored
-        # with the Redis time (ms) they went idle, so their per-audience keys can be reclaimed
-        # after IDLE_RECLAIM_S (``reclaim.lua``).
-        self.totals = f"{tag}:totals"
-        self.audiences_pending = f"{tag}:audiences:pending"
-        self.audiences_idle = f"{tag}:audiences:idle"
         # Hash of runtime configuration shared by all replicas (the CONFIG_* fields).
         self.config = f"{tag}:config"
-        # The next free slot (µs, Redis clock) of the shared GCRA rate limiter; expires idle.
-        self.limiter = f"{tag}:limiter"
+        # Hash tenant id -> ``<rate per minute>:<burst>`` of every tenant with a rate of its own,
+        # as the workers enforce it (published by each replica when it changes).
+        self.tenant_rates = f"{tag}:tenants:rates"
         # Which replica is dispatching (set NX with a short expiry, cleared by dispatch.lua):
         # replicas take turns reading backlog heads instead of racing for the same entries
         # and throwing away the read and the jobs built from it.
         self.dispatch_turn = f"{tag}:dispatch:turn"
-        # What is left of the turn of the audience at the head of the round-robin when a
-        # dispatch cut it short (``<audience>:<entries>``), so it gets its whole quantum.
-        self.dispatch_credit = f"{tag}:dispatch:credit"
         # Changes that failed permanently, kept for an operator, never silently dropped: a list
         # of JSON ``DeadLetter``s; cohortsync-admin dead-letters replay re-queues them.
         self.dead_letters = f"{tag}:dead"
@@ -141,9 +127,35 @@ class Keys:
         # Changes applied during one Unix second (``applied_second(s)``), written by the
         # workers, each expiring after APPLIED_SECOND_TTL_S.
         self._applied = f"{tag}:applied:"
-        # An Amplitude ``message_id`` already accepted (``seen(id)``), set with the batch's
-        # changes so a retried batch enqueues nothing; expires after SEEN_TTL_S.
-        self._seen = f"{tag}:seen:amplitude:"
+        # Fleet-wide aggregates, kept by lib/counts.lua beside each tenant's own: ``totals``
+        # (hash) sums every tenant's totals; ``audiences_pending`` (sorted set) ranks every
+        # tenant's audiences with pending changes (/metrics' top N); ``tenants_pending`` ranks
+        # the tenants with pending changes by how many (the ops view, busiest first);
+        # ``tenants_known`` (set) every tenant with counters in Redis, so ``reclaim.lua`` can
+        # visit each one's idle set.
+        self.totals = f"{tag}:totals"
+        self.audiences_pending = f"{tag}:audiences:pending"
+        self.tenants_pending = f"{tag}:tenants:pending"
+        self.tenants_known = f"{tag}:tenants:known"
+        # Tenants with work (sorted set), scored with the Redis time (ms) from which the next
+        # change of theirs may run under their rate: the dispatcher serves those due within its
+        # horizon, earliest first, and a tenant just served goes behind the others — round-robin
+        # across tenants, each at its own rate.
+        self.tenants_due = f"{tag}:tenants:due"
+        # The fleet-wide rate limit's next free slot (µs, Redis clock), when one is set
+        # (COHORTSYNC_FLEET_RATE_LIMIT_PER_MINUTE); expires idle.
+        self.fleet_limiter = f"{tag}:limiter:fleet"
+        self._tenants: dict[int, TenantKeys] = {}
+
+    def tenant(self, tenant: int) -> TenantKeys:
+        """The keys of one tenant (one Talon.One deployment) in this namespace."""
+        found = self._tenants.get(tenant)
+        if found is None:
+            found = self._tenants[tenant] = TenantKeys(self.tag, tenant)
+        return found
+
+    def tenant_totals(self, tenant: int) -> str:
+        return self.tenant(tenant).totals
 
     def backlog(self, audience_id: int | str) -> str:
         return f"{self._backlog}{audience_id}"
@@ -153,9 +165,6 @@ class Keys:
 
     def applied_second(self, second: int) -> str:
         return f"{self._applied}{second}"
-
-    def seen(self, message_id: str) -> str:
-        return f"{self._seen}{message_id}"
 
     def health_check(self, replica: str) -> str:
         """A worker replica's arq health key, refreshed every few seconds; its value ends in
@@ -174,6 +183,60 @@ class Keys:
     def retry(self, job_id: str) -> str:
         """arq's count of a job's tries."""
         return ARQ_RETRY_PREFIX + job_id
+
+
+class TenantKeys:
+    """The keys of one tenant: what it has waiting, in which order its audiences take turns,
+    its rate limiter, its counters and its de-duplication ids. Audiences' own keys (backlog,
+    stats) need no tenant: audience ids are unique across tenants."""
+
+    __slots__ = (
+        "_applied",
+        "_seen",
+        "active_list",
+        "active_set",
+        "audiences_idle",
+        "audiences_pending",
+        "dispatch_credit",
+        "id",
+        "limiter",
+        "totals",
+    )
+
+    def __init__(self, tag: str, tenant: int) -> None:
+        prefix = f"{tag}:t:{tenant}"
+        self.id = tenant
+        # The tenant's audience ids with a non-empty backlog, in round-robin order (list), and
+        # the same ids as a set so the edge can tell in O(1) whether one is already scheduled.
+        self.active_list = f"{prefix}:active"
+        self.active_set = f"{prefix}:active:set"
+        # What is left of the turn of the audience at the head of its round-robin when a
+        # dispatch cut it short (``<audience>:<entries>``), so it gets its whole quantum.
+        self.dispatch_credit = f"{prefix}:dispatch:credit"
+        # The next free slot (µs, Redis clock) of the tenant's rate limit (GCRA): dispatch gives
+        # each change it queues the next slot as its due time. Expires idle.
+        self.limiter = f"{prefix}:limiter"
+        # The aggregates the scripts that change ``stats`` keep in the same step, so reading the
+        # queue costs O(1) or O(page) whatever the audiences (``schemas/lua/lib/counts.lua``):
+        # ``totals`` (hash) sums the tenant's audiences' counters (TOTALS_FIELDS), ever, and
+        # their pending; ``audiences_pending`` (sorted set) ranks its audiences with pending
+        # changes by how many; ``audiences_idle`` (sorted set) holds the others with counters,
+        # scored with the Redis time (ms) they went idle, so their per-audience keys can be
+        # reclaimed after IDLE_RECLAIM_S (``reclaim.lua``).
+        self.totals = f"{prefix}:totals"
+        self.audiences_pending = f"{prefix}:audiences:pending"
+        self.audiences_idle = f"{prefix}:audiences:idle"
+        # An Amplitude ``message_id`` already accepted for this tenant (``seen(id)``), set with
+        # the batch's changes so a retried batch enqueues nothing; expires after SEEN_TTL_S.
+        self._seen = f"{prefix}:seen:amplitude:"
+        # The tenant's changes applied during one Unix second, as ``Keys.applied_second``.
+        self._applied = f"{prefix}:applied:"
+
+    def seen(self, message_id: str) -> str:
+        return f"{self._seen}{message_id}"
+
+    def applied_second(self, second: int) -> str:
+        return f"{self._applied}{second}"
 
 
 def parse_job_id(job_id: str) -> tuple[int, int]:

@@ -123,6 +123,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             description="changes allowed at once beyond the steady rate (the limiter's tolerance)"
         ),
     ] = 10
+    fleet_rate_limit_per_minute: Annotated[
+        NonNegative,
+        Meta(
+            description="changes per minute applied across all tenants, summed over all worker "
+            "replicas, to protect Postgres; 0: no fleet-wide cap. When it binds, tenants with "
+            "work share it equally"
+        ),
+    ] = 0
     account_id: Annotated[
         Positive,
         Meta(

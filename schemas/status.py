@@ -154,7 +154,46 @@ class TotalsStatus(Base):
     audiences_with_work: int
 
 
+class TenantStatus(Base):
+    """One tenant on the fleet's status (the ``ops`` key's view)."""
+
+    id: int
+    hostname: str
+    pending: int
+    applied: int
+    total: int
+    dropped: int
+    dead_lettered: int
+    audiences_with_work: int
+    # The rate its changes are dispatched at (0: no limit).
+    rate_per_minute: int
+    # At that rate; None when it has no limit.
+    eta_seconds: float | None
+
+
+def tenant_status(
+    tenant: int, hostname: str, t: Totals, rate: int | None, configured: int
+) -> TenantStatus:
+    """A tenant's line on the fleet's status, from its totals and its rate in force (else
+    ``configured``)."""
+    per_minute = rate if rate is not None else configured
+    eta = None if per_minute <= 0 else (t.pending * 60 / per_minute if t.pending > 0 else 0.0)
+    return TenantStatus(
+        id=tenant,
+        hostname=hostname,
+        pending=t.pending,
+        applied=t.applied,
+        total=t.accepted,
+        dropped=t.dropped,
+        dead_lettered=t.dead,
+        audiences_with_work=t.audiences_with_work,
+        rate_per_minute=per_minute,
+        eta_seconds=_rounded(eta),
+    )
+
+
 class Status(Base):
+    # The shared workers' queue (every tenant's changes); ``totals`` is the caller's tenant's.
     queue_depth: QueueDepth
     # One page: the audiences with pending changes, busiest first, then the others by id.
     audiences: list[AudienceStatus]
@@ -167,6 +206,8 @@ class Status(Base):
     totals: TotalsStatus
     # Pass as ``cursor`` for the next page; None on the last.
     next_cursor: str | None = None
+    # The fleet's view only (an ``ops`` key): tenants with work, busiest first.
+    tenants: list[TenantStatus] | None = None
 
 
 # ``GET /v1/status?pageSize=``: audiences per page.
@@ -205,6 +246,7 @@ def build_status(
     names: Mapping[int, str],
     configured_rate_per_minute: int,
     next_cursor: StatusCursor | None = None,
+    tenants: list[TenantStatus] | None = None,
 ) -> Status:
     """``/v1/status`` from a snapshot of one page: the audiences named in ``names`` (the live
     ones), in the snapshot's order, and estimates at the rate in force (the measured rate when
@@ -260,6 +302,7 @@ def build_status(
             audiences_with_work=t.audiences_with_work,
         ),
         next_cursor=encode_cursor(next_cursor) if next_cursor is not None else None,
+        tenants=tenants,
     )
 
 

@@ -9,6 +9,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Awaitable
 from typing import Any, cast
 
 import msgspec
@@ -24,7 +25,14 @@ from core.scripts import Scripts
 from core.scripts.upgrade import warn_if_pending
 from schemas import jobs
 from schemas.jobs import DeadLetter
-from schemas.keys import APPLY_FUNCTION, IDLE_RECLAIM_S, Keys, parse_job_id
+from schemas.keys import (
+    APPLY_FUNCTION,
+    DEFAULT_TENANT,
+    IDLE_RECLAIM_S,
+    STATS_TENANT,
+    Keys,
+    parse_job_id,
+)
 from schemas.settings import Settings
 from worker.arq_internals import ArqWorker
 from worker.changes import apply_change
@@ -230,7 +238,17 @@ class ChangeWorker(ArqWorker):
         and counted, unless another run had finished it."""
         audience_id, _ = parse_job_id(job_id)
         letter = DeadLetter(job_id, [], "arq could not run the job", int(time.time() * 1000))
-        await self.scripts.leases.finish(job_id, audience_id, "dead", _encode_letter(letter))
+        # Its payload is what could not be read: the audience's counters say whose it is.
+        tenant = await cast(
+            Awaitable[bytes | None], self.pool.hget(self.keys.stats(audience_id), STATS_TENANT)
+        )
+        await self.scripts.leases.finish(
+            job_id,
+            audience_id,
+            "dead",
+            _encode_letter(letter),
+            int(tenant) if tenant else DEFAULT_TENANT,
+        )
 
     async def _register(self) -> None:
         """This replica's entry in the registry that readers count live replicas from
@@ -242,8 +260,6 @@ class ChangeWorker(ArqWorker):
             forget_at_ms = int((now_s + 2 * HEALTH_CHECK_INTERVAL_S + 1) * 1000)
             async with self.pool.pipeline(transaction=False) as pipe:
                 pipe.zadd(self.keys.workers, {self.health_check_key: forget_at_ms})
-                if (state := self.ctx.get(STATE_KEY)) is not None:
-                    pipe.hset(self.keys.config, mapping=state.limiter.defaults_in_config())
                 await pipe.execute()
             # Idle audiences' keys go here, at the pace of the registry: a batch per replica
             # every few seconds is far ahead of how fast audiences go idle.

@@ -1,4 +1,4 @@
-"""The arq job: one membership change waits for its rate-limit slot, then is group-committed."""
+"""The arq job: one membership change, due at its rate slot, group-committed with others."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import msgspec
 from arq import Retry
 
 from schemas.jobs import Change, DeadLetter
+from schemas.keys import DEFAULT_TENANT
 from worker import logs
 from worker.errors import backoff_s, describe, is_retried
 from worker.leases import Finished
@@ -37,15 +38,15 @@ async def apply_change(ctx: JobContext, change: Change | list[Any]) -> bool:
     finishes the job (a re-run of a job whose change was committed finds it stored: applied).
     """
     state = ctx["cohortsync"]
-    loop = asyncio.get_running_loop()
     budget = asyncio.timeout(state.job_budget_s)
     try:
         if not isinstance(change, Change):
             change = msgspec.convert(change, Change)
         async with budget:
-            started = loop.time()
-            await state.limiter.acquire()
-            state.metrics.limiter_wait.observe(loop.time() - started)
+            # Its rate slot is its due time: dispatch queued it at its tenant's next slot.
+            state.metrics.limiter_wait.observe(
+                max(0.0, ctx["score"] / 1000 - ctx["enqueue_time"].timestamp())
+            )
             applied = await state.applier.apply(change)
     except Exception as e:
         if budget.expired():
@@ -61,14 +62,17 @@ async def apply_change(ctx: JobContext, change: Change | list[Any]) -> bool:
         )
         args = _as_args(change)
         audience_id = _audience(args[0] if args else None)
+        tenant = _audience(args[4]) if len(args) > 4 else DEFAULT_TENANT
         # Kept by the worker when it finishes the job, in the step that counts it (once).
         letter = DeadLetter(ctx["job_id"], args, describe(e), int(time.time() * 1000))
-        state.outcomes[ctx["job_id"]] = Finished(audience_id, "dead", _encode(letter))
+        state.outcomes[ctx["job_id"]] = Finished(audience_id, "dead", _encode(letter), tenant)
         state.metrics.dropped["dead_letter"] += 1
         _log_finished(ctx, audience_id, "dead_letter")
         return False
     audience_id = change.audience_id
-    state.outcomes[ctx["job_id"]] = Finished(audience_id, "applied" if applied else "dropped")
+    state.outcomes[ctx["job_id"]] = Finished(
+        audience_id, "applied" if applied else "dropped", b"", change.tenant
+    )
     latency_s = _log_finished(ctx, audience_id, "applied" if applied else "stale")
     if applied:
         state.metrics.applied += 1

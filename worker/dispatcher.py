@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-from collections.abc import Callable
 
 from core.scripts import Scripts
 from core.scripts.dispatch import DispatchResult
 from schemas.settings import Settings
 from worker.errors import describe, raise_if_cancelled
 from worker.metrics import WorkerMetrics
+from worker.rates import TenantRates
 
 logger = logging.getLogger(__name__)
 
@@ -21,10 +20,6 @@ IDLE_S = 0.03
 # Some jobs created but not a full batch: the queue is nearly full, a shorter pause will do.
 PARTIAL_S = 0.005
 MAX_BACKOFF_S = 5.0
-# Under a rate limit, arq's queue holds about this many seconds of work (never more than the
-# configured watermark): jobs queued beyond it only make a newly arrived audience wait longer.
-QUEUED_S = 3.0
-MIN_WATERMARK = 50
 
 
 class Dispatcher:
@@ -35,28 +30,24 @@ class Dispatcher:
         self,
         scripts: Scripts,
         settings: Settings,
+        rates: TenantRates,
         metrics: WorkerMetrics | None = None,
-        rate_per_minute: Callable[[], int] | None = None,
     ) -> None:
         self._dispatch = scripts.dispatch
         self._batch = settings.dispatch_batch
         self._quantum = settings.dispatch_quantum
-        self._max_watermark = settings.dispatch_watermark
-        self._rate = rate_per_minute or (lambda: settings.rate_limit_per_minute)
+        self._watermark = settings.dispatch_watermark
+        self._rates = rates
         self._metrics = metrics or WorkerMetrics()
         self._task: asyncio.Task[None] | None = None
         # Ends the loop at its next turn even if a cancellation got lost (see raise_if_cancelled).
         self._stopping = False
 
-    def watermark(self) -> int:
-        """Most ready jobs on arq's queue for the rate in force (0: the configured watermark)."""
-        rate = self._rate()
-        if rate <= 0:
-            return self._max_watermark
-        return min(self._max_watermark, max(MIN_WATERMARK, math.ceil(rate / 60 * QUEUED_S)))
-
     async def dispatch_once(self) -> DispatchResult:
-        result = await self._dispatch(self.watermark(), self._batch, self._quantum)
+        rates = self._rates
+        result = await self._dispatch(
+            self._watermark, self._batch, self._quantum, rates.of, rates.fleet
+        )
         self._metrics.dropped["stale"] += result.dropped
         return result
 

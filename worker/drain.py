@@ -20,7 +20,7 @@ async def is_drained(redis: Redis, keys: Keys) -> bool:
     """True when no backlog entry, queued, deferred or running arq job is left."""
     async with redis.pipeline(transaction=True) as pipe:
         pipe.get(keys.backlog_total)
-        pipe.llen(keys.active_list)
+        pipe.zcard(keys.tenants_due)
         pipe.zcard(keys.queue)
         # Running jobs are held under a lease, off arq's queue, until they finish.
         pipe.zcard(keys.leases)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from core.scripts.leases import LEASE_S, Outcome
+from schemas.keys import DEFAULT_TENANT
 
 # Four renewals per lease, so a replica keeps its jobs through a Redis hiccup or event-loop
 # stall of seconds.
@@ -19,3 +20,5 @@ class Finished(NamedTuple):
     outcome: Outcome
     # The dead letter (JSON) when the outcome is dead.
     letter: bytes = b""
+    # The audience's tenant, whose counters count the outcome.
+    tenant: int = DEFAULT_TENANT

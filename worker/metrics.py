@@ -41,7 +41,7 @@ class WorkerMetrics:
         )
         self.limiter_wait = Histogram(
             "cohortsync_limiter_wait_seconds",
-            "A job's wait for its rate slot.",
+            "From acceptance to the job's rate slot (its due time on arq's queue).",
             buckets=WAIT_BUCKETS_S,
             registry=self.registry,
         )

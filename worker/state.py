@@ -1,4 +1,4 @@
-"""What a worker process holds open while it runs: pools, limiter, applier, dispatcher, sweeper."""
+"""What a worker process holds open while it runs: pools, rates, applier, dispatcher, sweeper."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from schemas.settings import Settings
 from worker.applier import Applier
 from worker.dispatcher import Dispatcher
 from worker.leases import Finished
-from worker.limiter import Limiter
 from worker.metrics import WorkerMetrics
+from worker.rates import TenantRates
 from worker.sweeper import Sweeper
 
 DB_POOL_MAX_SIZE = 4
@@ -31,7 +31,7 @@ class WorkerState:
     # The Lua scripts on ``redis``, and the deployment's keys (``scripts.keys``).
     scripts: Scripts
     db: Any  # asyncpg.Pool; asyncpg ships no type information
-    limiter: Limiter
+    rates: TenantRates
     applier: Applier
     dispatcher: Dispatcher | None
     metrics: WorkerMetrics
@@ -62,28 +62,22 @@ class WorkerState:
             command_timeout=DB_COMMAND_TIMEOUT_S,
             reset=_keep_session,
         )
-        limiter = Limiter(
-            scripts.limiter,
-            rate_per_minute=settings.rate_limit_per_minute,
-            burst=settings.rate_burst,
-        )
+        rates = TenantRates(settings, redis, scripts.keys, db)
+        await rates.refresh()
+        rates.start()
         applier = Applier(
             db,
             max_rows=settings.group_commit_max_rows,
             delay_s=settings.group_commit_delay_ms / 1000,
         )
         metrics = WorkerMetrics()
-        dispatcher = (
-            Dispatcher(scripts, settings, metrics, lambda: limiter.rate_per_minute)
-            if dispatch
-            else None
-        )
+        dispatcher = Dispatcher(scripts, settings, rates, metrics) if dispatch else None
         if dispatcher is not None:
             dispatcher.start()
         sweeper = Sweeper(db) if sweep else None
         if sweeper is not None:
             sweeper.start()
-        return cls(settings, redis, scripts, db, limiter, applier, dispatcher, metrics, sweeper)
+        return cls(settings, redis, scripts, db, rates, applier, dispatcher, metrics, sweeper)
 
     @property
     def job_budget_s(self) -> float:
@@ -97,7 +91,7 @@ class WorkerState:
             await self.dispatcher.stop()
         if self.sweeper is not None:
             await self.sweeper.stop()
-        await self.limiter.close()
+        await self.rates.stop()
         await self.applier.close()
         await self.db.close()
 

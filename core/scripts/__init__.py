@@ -11,7 +11,6 @@ from redis.asyncio import Redis
 from core.scripts.backlogs import Backlogs
 from core.scripts.dispatch import Dispatch
 from core.scripts.leases import Leases
-from core.scripts.limiter import RateLimit
 from core.scripts.queue_state import QueueState
 from core.scripts.reclaim import Reclaim
 from core.scripts.upgrade import Upgrade
@@ -27,7 +26,6 @@ class Scripts:
         self.backlogs = Backlogs(redis, keys)
         self.dispatch = Dispatch(redis, keys)
         self.leases = Leases(redis, keys)
-        self.limiter = RateLimit(redis, keys)
         self.queue_state = QueueState(redis, keys)
         self.reclaim = Reclaim(redis, keys)
         self.upgrade = Upgrade(redis, keys)

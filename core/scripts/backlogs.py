@@ -47,29 +47,43 @@ def accept_call(
     groups: Mapping[int, Sequence[str]],
     max_backlog: int,
     message_id: str | None = None,
+    tenant: int = DEFAULT_TENANT,
 ) -> tuple[list[str], list[str | int]]:
-    """``accept.lua``'s keys and arguments: ``groups`` maps audience id to entries of the form
-    action code + profile id; with ``message_id`` (Amplitude's), only if it was not seen."""
+    """``accept.lua``'s keys and arguments: ``groups`` maps audience id (all of ``tenant``) to
+    entries of the form action code + profile id; with ``message_id`` (Amplitude's), only if
+    the tenant has not seen it."""
+    t = keys.tenant(tenant)
     script_keys = [
         keys.versions,
-        keys.active_list,
-        keys.active_set,
+        t.active_list,
+        t.active_set,
         keys.backlog_total,
-        *aggregate_keys(keys),
+        keys.tenants_due,
+        *aggregate_keys(keys, tenant),
     ]
-    args: list[str | int] = [max_backlog, len(groups)]
+    args: list[str | int] = [max_backlog, tenant, len(groups)]
     for audience_id, entries in groups.items():
         script_keys += [keys.backlog(audience_id), keys.stats(audience_id)]
         args += [audience_id, len(entries), *entries]
     if message_id is not None:
-        script_keys.append(keys.seen(message_id))
+        script_keys.append(t.seen(message_id))
         args.append(SEEN_TTL_S)
     return script_keys, args
 
 
-def aggregate_keys(keys: Keys) -> list[str]:
-    """The keys ``lib/counts.lua`` keeps beside the counters, in the order scripts take them."""
-    return [keys.totals, keys.audiences_pending, keys.audiences_idle]
+def aggregate_keys(keys: Keys, tenant: int) -> list[str]:
+    """The keys ``lib/counts.lua`` keeps beside the counters of ``tenant``'s audiences, in the
+    order its ``aggregates`` takes them."""
+    t = keys.tenant(tenant)
+    return [
+        t.totals,
+        t.audiences_pending,
+        t.audiences_idle,
+        keys.totals,
+        keys.tenants_pending,
+        keys.tenants_known,
+        keys.audiences_pending,
+    ]
 
 
 def parse_accept(reply: Sequence[Any]) -> Accepted:
@@ -104,7 +118,7 @@ class Backlogs:
         With ``wait_for_replicas`` set, returns only once replicas hold the changes too, and
         raises ``NotReplicated`` when they did not confirm in time.
         """
-        script_keys, args = accept_call(self._keys, groups, max_backlog, message_id)
+        script_keys, args = accept_call(self._keys, groups, max_backlog, message_id, tenant)
         replicas = await self._replicas_to_wait_for()
         if not replicas:
             return parse_accept(await self._accept(keys=script_keys, args=args))
@@ -187,24 +201,29 @@ class Backlogs:
                 k.backlog_total,
                 k.versions,
                 k.stats(audience_id),
-                *aggregate_keys(k),
+                *aggregate_keys(k, tenant),
             ],
-            args=[audience_id, version, int(deleted)],
+            args=[audience_id, version, int(deleted), tenant],
         )
         return int(dropped)
 
-    async def replay(self, groups: Mapping[int, Sequence[tuple[bytes, str]]]) -> int:
+    async def replay(
+        self, groups: Mapping[int, Sequence[tuple[bytes, str]]], tenant: int = DEFAULT_TENANT
+    ) -> int:
         """Move dead letters back onto their audiences' backlogs: ``groups`` maps audience id
-        to (letter as stored, its backlog entry) pairs. Returns the changes re-queued."""
+        (all of ``tenant``) to (letter as stored, its backlog entry) pairs. Returns the changes
+        re-queued."""
         k = self._keys
+        t = k.tenant(tenant)
         script_keys = [
             k.dead_letters,
-            k.active_list,
-            k.active_set,
+            t.active_list,
+            t.active_set,
             k.backlog_total,
-            *aggregate_keys(k),
+            k.tenants_due,
+            *aggregate_keys(k, tenant),
         ]
-        args: list[str | int | bytes] = [len(groups)]
+        args: list[str | int | bytes] = [tenant, len(groups)]
         for audience_id, entries in groups.items():
             script_keys += [k.backlog(audience_id), k.stats(audience_id)]
             args += [audience_id, len(entries)]

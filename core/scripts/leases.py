@@ -13,7 +13,8 @@ from typing import Literal, NamedTuple
 
 from redis.asyncio import Redis
 
-from schemas.keys import APPLIED_SECOND_TTL_S, Keys
+from core.scripts.backlogs import aggregate_keys
+from schemas.keys import APPLIED_SECOND_TTL_S, DEFAULT_TENANT, Keys
 from schemas.lua import source
 
 # Short enough that a dead replica's jobs run again within seconds; renewed four times per
@@ -58,13 +59,18 @@ class Leases:
         return int(renewed)
 
     async def finish(
-        self, job_id: str, audience_id: int, outcome: Outcome, letter: bytes = b""
+        self,
+        job_id: str,
+        audience_id: int,
+        outcome: Outcome,
+        letter: bytes = b"",
+        tenant: int = DEFAULT_TENANT,
     ) -> bool:
-        """Remove the job and count ``outcome`` (keeping ``letter`` when it is dead); False if
-        another run had finished it."""
+        """Remove the job and count ``outcome`` for the audience of ``tenant`` (keeping
+        ``letter`` when it is dead); False if another run had finished it."""
         counted = await self._finish(
-            keys=self._finish_keys(job_id, audience_id),
-            args=[job_id, "done", outcome, 0, APPLIED_SECOND_TTL_S, letter, audience_id],
+            keys=self._finish_keys(job_id, audience_id, tenant),
+            args=[job_id, "done", outcome, 0, APPLIED_SECOND_TTL_S, letter, audience_id, tenant],
         )
         return bool(counted)
 
@@ -72,23 +78,23 @@ class Leases:
         """Give the job back to the queue, due at ``due_ms`` (Unix ms); False if another run
         had finished it."""
         requeued = await self._finish(
-            keys=self._finish_keys(job_id, 0),
-            args=[job_id, "retry", "", due_ms, APPLIED_SECOND_TTL_S, b"", 0],
+            keys=self._finish_keys(job_id, 0, DEFAULT_TENANT),
+            args=[job_id, "retry", "", due_ms, APPLIED_SECOND_TTL_S, b"", 0, DEFAULT_TENANT],
         )
         return bool(requeued)
 
-    def _finish_keys(self, job_id: str, audience_id: int) -> list[str]:
+    def _finish_keys(self, job_id: str, audience_id: int, tenant: int) -> list[str]:
         k = self._keys
+        second = int(time.time())
         return [
             k.queue,
             k.leases,
             k.job(job_id),
             k.retry(job_id),
             k.stats(audience_id),
-            k.applied_second(int(time.time())),
+            k.applied_second(second),
             k.dead_letters,
             k.backlog(audience_id),
-            k.totals,
-            k.audiences_pending,
-            k.audiences_idle,
+            *aggregate_keys(k, tenant),
+            k.tenant(tenant).applied_second(second),
         ]

@@ -38,31 +38,58 @@ class QueueState:
         self._page = redis.register_script(source("pending_page"))
 
     async def busiest(
-        self, size: int, after: tuple[int, int] | None = None, ranks_before: int = 0
+        self,
+        size: int,
+        after: tuple[int, int] | None = None,
+        ranks_before: int = 0,
+        tenant: int | None = None,
     ) -> PendingPage:
-        """Up to ``size`` audiences with work, busiest first, after ``after`` (its pending and
-        id, from the previous page's last), and the pending of up to ``ranks_before`` busier."""
-        pending, audience = after if after is not None else ("", "")
+        """Up to ``size`` audiences with work (``tenant``'s, or every tenant's), busiest first,
+        after ``after`` (its pending and id, from the previous page's last), and the pending of
+        up to ``ranks_before`` busier."""
+        return await self._busiest(self.pending_set(tenant), size, after, ranks_before)
+
+    async def busiest_tenants(self, size: int, after: tuple[int, int] | None = None) -> PendingPage:
+        """Up to ``size`` tenants with work, busiest first, after ``after`` (as ``busiest``)."""
+        return await self._busiest(self._keys.tenants_pending, size, after, 0)
+
+    async def _busiest(
+        self, ranked: str, size: int, after: tuple[int, int] | None, ranks_before: int
+    ) -> PendingPage:
+        pending, member = after if after is not None else ("", "")
         first, flat, before = await self._page(
-            keys=[self._keys.audiences_pending], args=[pending, audience, size, ranks_before]
+            keys=[ranked], args=[pending, member, size, ranks_before]
         )
         page = [(int(a), int(float(p))) for a, p in zip(flat[::2], flat[1::2], strict=True)]
         return PendingPage(int(first), page, tuple(int(float(p)) for p in before))
 
+    def pending_set(self, tenant: int | None) -> str:
+        """The audiences with work, by pending: ``tenant``'s or every tenant's."""
+        k = self._keys
+        return k.audiences_pending if tenant is None else k.tenant(tenant).audiences_pending
+
     async def __call__(
-        self, now_s: float, audience_ids: Iterable[int] = (), page: PendingPage | None = None
+        self,
+        now_s: float,
+        audience_ids: Iterable[int] = (),
+        page: PendingPage | None = None,
+        tenant: int | None = None,
     ) -> QueueSnapshot:
-        """The queue at ``now_s`` (Unix time) with the counters of ``audience_ids``.
+        """The queue at ``now_s`` (Unix time) with the counters of ``audience_ids``, as
+        ``tenant`` sees it (its totals, rate, dead letters and applied counters), or the
+        fleet's (None).
 
         The replicas are read first (one round trip), as the script may touch only keys
         declared to it; one that registers in between is in the next snapshot."""
         k = self._keys
+        own = k.tenant(tenant) if tenant is not None else None
         now_ms = int(now_s * 1000)
         health_keys = await self._redis.zrangebyscore(k.workers, now_ms, "+inf")
         audiences = list(dict.fromkeys(audience_ids))
         # Whole seconds only: the current one is still being counted.
         second = int(now_s)
-        counters = [k.applied_second(s) for s in range(second - MEASURE_WINDOW_S, second)]
+        counted = own or k
+        counters = [counted.applied_second(s) for s in range(second - MEASURE_WINDOW_S, second)]
         script_keys = [
             k.backlog_total,
             k.queue,
@@ -70,15 +97,24 @@ class QueueState:
             k.workers,
             k.leases,
             k.dead_letters,
-            k.totals,
-            k.audiences_pending,
+            own.totals if own is not None else k.totals,
+            k.tenant_rates,
+            self.pending_set(tenant),
             *counters,
             *(h.decode() for h in health_keys),
         ]
         for audience_id in audiences:
             script_keys += [k.backlog(audience_id), k.stats(audience_id)]
         reply = await self._script(
-            keys=script_keys, args=[now_ms, len(counters), len(health_keys), *audiences]
+            keys=script_keys,
+            args=[
+                now_ms,
+                len(counters),
+                len(health_keys),
+                "" if tenant is None else tenant,
+                1,
+                *audiences,
+            ],
         )
         snapshot = parse_snapshot(reply)
         if page is None:

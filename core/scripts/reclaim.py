@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
+from typing import cast
 
 from redis.asyncio import Redis
 
@@ -21,14 +23,28 @@ class Reclaim:
 
     async def __call__(self, idle_s: float, most: int) -> int:
         """Forget up to ``most`` audiences idle for ``idle_s`` or longer (their counters,
-        version and clear); returns how many. One round trip when none is due."""
+        version and clear), visiting every tenant Redis knows; returns how many. One round
+        trip per tenant when none is due."""
+        k = self._keys
+        forgotten = 0
+        known = await cast(Awaitable[set[bytes]], self._redis.smembers(k.tenants_known))
+        for raw in sorted(known):
+            if forgotten >= most:
+                break
+            forgotten += await self.tenant(int(raw), idle_s, most - forgotten)
+        return forgotten
+
+    async def tenant(self, tenant: int, idle_s: float, most: int) -> int:
+        """``__call__`` for one tenant's audiences."""
         k = self._keys
         # This process's clock picks candidates; the script decides on Redis's.
         cutoff_ms = int((time.time() - idle_s) * 1000)
-        due = await self._redis.zrangebyscore(k.audiences_idle, "-inf", cutoff_ms, 0, most)
+        idle = k.tenant(tenant).audiences_idle
+        due = await self._redis.zrangebyscore(idle, "-inf", cutoff_ms, 0, most)
         if not due:
             return 0
-        script_keys = [*aggregate_keys(k), k.versions, k.cleared]
+        script_keys = [*aggregate_keys(k, tenant), k.versions, k.cleared]
         for raw in due:
             script_keys += [k.backlog(raw.decode()), k.stats(raw.decode())]
-        return int(await self._script(keys=script_keys, args=[int(idle_s * 1000), *due]))
+        args = [int(idle_s * 1000), tenant, *due]
+        return int(await self._script(keys=script_keys, args=args))

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from collections.abc import Awaitable, Sequence
+from typing import Literal, NamedTuple, cast
 
 import redis.exceptions
 from redis.asyncio import Redis
 
 from core.scripts.backlogs import aggregate_keys
-from schemas.keys import ARQ_JOB_PREFIX, ARQ_RETRY_PREFIX, Keys
+from schemas.keys import ARQ_JOB_PREFIX, ARQ_RETRY_PREFIX, DEFAULT_TENANT, Keys
 from schemas.lua import source
 
 MIGRATE_COMMAND = "cohortsync-admin migrate"
@@ -69,6 +69,34 @@ class LegacyKeys:
         return ARQ_RETRY_PREFIX + job_id
 
 
+class PreTenantKeys:
+    """The namespace's keys before tenants that are now each tenant's (the others kept their
+    names): one round-robin, rate limiter, set of counters and de-duplication ids for all."""
+
+    __slots__ = (
+        "active_list",
+        "active_set",
+        "audiences_idle",
+        "audiences_pending",
+        "dispatch_credit",
+        "limiter",
+        "seen_prefix",
+    )
+
+    def __init__(self, keys: Keys) -> None:
+        tag = keys.tag
+        self.active_list = f"{tag}:active"
+        self.active_set = f"{tag}:active:set"
+        self.dispatch_credit = f"{tag}:dispatch:credit"
+        self.audiences_pending = f"{tag}:audiences:pending"
+        self.audiences_idle = f"{tag}:audiences:idle"
+        self.limiter = f"{tag}:limiter"
+        self.seen_prefix = f"{tag}:seen:amplitude:"
+
+    def seen(self, message_id: str) -> str:
+        return f"{self.seen_prefix}{message_id}"
+
+
 class LegacyJob(NamedTuple):
     """One old job as read, and what it becomes: a backlog ``entry``, or else a dead ``letter``
     (its payload held no change); ``payload`` None when it had none (another run finished it)."""
@@ -98,6 +126,8 @@ class Upgrade:
         self._redis = redis
         self.keys = keys
         self.legacy = LegacyKeys(keys.namespace)
+        self.pre_tenant = PreTenantKeys(keys)
+        self._tenants = redis.register_script(source("upgrade_tenants"))
         self._backlog = redis.register_script(source("upgrade_backlog"))
         self._jobs = redis.register_script(source("upgrade_jobs"))
         self._letters = redis.register_script(source("upgrade_letters"))
@@ -107,9 +137,53 @@ class Upgrade:
         self._aggregates = redis.register_script(source("build_aggregates"))
 
     async def pending(self) -> bool:
-        """True while Redis holds the old layout's backlog total or active list."""
+        """True while Redis holds the old layout's backlog total or an active list from before
+        namespaces or before tenants."""
         old = self.legacy
-        return bool(await self._redis.exists(old.backlog_total, old.active_list))
+        return bool(
+            await self._redis.exists(
+                old.backlog_total, old.active_list, self.pre_tenant.active_list
+            )
+        )
+
+    async def tenants(self) -> tuple[int, bool]:
+        """Make the keys from before tenants the default tenant's; returns (audiences added to
+        its round-robin, whether the totals were split now)."""
+        old, k = self.pre_tenant, self.keys
+        t = k.tenant(DEFAULT_TENANT)
+        others = [
+            k.tenant(int(raw)).totals
+            for raw in await cast(Awaitable[set[bytes]], self._redis.smembers(k.tenants_known))
+            if int(raw) != DEFAULT_TENANT
+        ]
+        added, split = await self._tenants(
+            keys=[
+                old.active_list,
+                old.active_set,
+                old.dispatch_credit,
+                old.audiences_pending,
+                old.audiences_idle,
+                old.limiter,
+                t.active_list,
+                t.active_set,
+                t.audiences_pending,
+                t.audiences_idle,
+                t.totals,
+                k.totals,
+                k.tenants_pending,
+                k.tenants_known,
+                k.tenants_due,
+                *others,
+            ],
+            args=[DEFAULT_TENANT],
+        )
+        return int(added), bool(split)
+
+    async def tenant_seen(self, message_ids: Sequence[str]) -> int:
+        """Rename de-duplication keys from before tenants to the default tenant's."""
+        t = self.keys.tenant(DEFAULT_TENANT)
+        script_keys = [name for m in message_ids for name in (self.pre_tenant.seen(m), t.seen(m))]
+        return int(await self._seen(keys=script_keys)) if script_keys else 0
 
     async def backlog(self, audience_id: int, most: int) -> int:
         """Move up to ``most`` of the newest entries of an old backlog to the head of the
@@ -121,8 +195,8 @@ class Upgrade:
                 old.backlog_total,
                 k.backlog(audience_id),
                 k.backlog_total,
-                k.active_list,
-                k.active_set,
+                k.tenant(DEFAULT_TENANT).active_list,
+                k.tenant(DEFAULT_TENANT).active_set,
             ],
             args=[audience_id, most],
         )
@@ -135,8 +209,8 @@ class Upgrade:
         script_keys = [
             old.queue,
             old.leases,
-            k.active_list,
-            k.active_set,
+            k.tenant(DEFAULT_TENANT).active_list,
+            k.tenant(DEFAULT_TENANT).active_set,
             k.backlog_total,
             k.dead_letters,
         ]
@@ -149,7 +223,7 @@ class Upgrade:
                 k.stats(job.audience_id),
             ]
             args += [job.job_id, job.audience_id, job.payload or b"", job.entry or "", job.letter]
-        script_keys += aggregate_keys(k)
+        script_keys += [k.tenants_due, *aggregate_keys(k, DEFAULT_TENANT)]
         requeued, dead = await self._jobs(keys=script_keys, args=args)
         return int(requeued), int(dead)
 
@@ -170,7 +244,7 @@ class Upgrade:
 
     async def stats(self, audience_id: int, fields: Sequence[bytes]) -> int:
         old, new = self.legacy.stats(audience_id), self.keys.stats(audience_id)
-        return await self._merge(old, new, "add", fields, aggregate_keys(self.keys))
+        return await self._merge(old, new, "add", fields, aggregate_keys(self.keys, DEFAULT_TENANT))
 
     async def config(self, fields: Sequence[bytes]) -> int:
         return await self._merge(self.legacy.config, self.keys.config, "keep", fields)
@@ -180,7 +254,8 @@ class Upgrade:
     ) -> int:
         if not fields:
             return 0
-        return int(await self._fields(keys=[old, new, *also], args=[how, *fields]))
+        args = [how, DEFAULT_TENANT, *fields]
+        return int(await self._fields(keys=[old, new, *also], args=args))
 
     async def aggregates(self, audience_ids: Sequence[str]) -> int:
         """Bring audiences' counters written before the aggregates existed into them (once);
@@ -188,15 +263,18 @@ class Upgrade:
         if not audience_ids:
             return 0
         k = self.keys
-        script_keys = aggregate_keys(k)
+        script_keys = aggregate_keys(k, DEFAULT_TENANT)
         for audience in audience_ids:
             script_keys += [k.backlog(audience), k.stats(audience)]
-        return int(await self._aggregates(keys=script_keys, args=list(audience_ids)))
+        args: list[str | int] = [DEFAULT_TENANT, *audience_ids]
+        return int(await self._aggregates(keys=script_keys, args=args))
 
     async def seen(self, message_ids: Sequence[str]) -> int:
         """Rename old Amplitude de-duplication keys, keeping their TTLs."""
         script_keys = [
-            name for m in message_ids for name in (self.legacy.seen(m), self.keys.seen(m))
+            name
+            for m in message_ids
+            for name in (self.legacy.seen(m), self.keys.tenant(DEFAULT_TENANT).seen(m))
         ]
         return int(await self._seen(keys=script_keys)) if script_keys else 0
 
@@ -209,8 +287,8 @@ class Upgrade:
             keys=[
                 old.active_list,
                 old.active_set,
-                k.active_list,
-                k.active_set,
+                k.tenant(DEFAULT_TENANT).active_list,
+                k.tenant(DEFAULT_TENANT).active_set,
                 old.backlog_total,
                 k.backlog_total,
                 old.limiter,

@@ -1,10 +1,11 @@
 -- Accept one request's membership changes, atomically: all or nothing.
--- KEYS[1] versions hash, KEYS[2] active list, KEYS[3] active set, KEYS[4] backlog total,
--- KEYS[5..7] totals, audiences by pending, idle audiences (lib/counts.lua), then for each
--- audience group g: KEYS[7 + 2g - 1] its backlog list, KEYS[7 + 2g] its stats hash.
--- ARGV[1] max backlog, ARGV[2] number of groups, then per group: audience id, count, and count
--- entries of the form <a|d><profileIntegrationId>. The version goes between action and id.
--- Optionally a de-duplication key after the groups' keys, KEYS[8 + 2 * groups], with its TTL in
+-- KEYS[1] versions hash, KEYS[2] the tenant's active list, KEYS[3] its active set, KEYS[4]
+-- backlog total, KEYS[5] tenants with work, KEYS[6..12] the aggregates (lib/counts.lua), then
+-- for each audience group g: KEYS[12 + 2g - 1] its backlog list, KEYS[12 + 2g] its stats hash.
+-- ARGV[1] max backlog, ARGV[2] the tenant, ARGV[3] number of groups, then per group: audience
+-- id, count, and count entries of the form <a|d><profileIntegrationId>. The version goes
+-- between action and id.
+-- Optionally a de-duplication key after the groups' keys, KEYS[13 + 2 * groups], with its TTL in
 -- seconds after the groups' arguments: the changes are accepted only when that key is absent,
 -- and it is set in the same step, so "seen" and "enqueued" are never apart.
 -- Returns {1, accepted}, {0, backlog total} when the backlog bound would be exceeded, or
@@ -12,16 +13,17 @@
 --#include entry
 --#include counts
 local max_backlog = tonumber(ARGV[1])
-local groups = tonumber(ARGV[2])
-local seen = KEYS[8 + 2 * groups]
-local agg = {totals = KEYS[5], pending = KEYS[6], idle = KEYS[7]}
+local tenant = ARGV[2]
+local groups = tonumber(ARGV[3])
+local seen = KEYS[13 + 2 * groups]
+local agg = aggregates(6, tenant)
 if seen and redis.call('EXISTS', seen) == 1 then
   return {2, 0}
 end
 local total = tonumber(redis.call('GET', KEYS[4]) or '0')
 
 local incoming = 0
-local a = 3
+local a = 4
 for g = 1, groups do
   local count = tonumber(ARGV[a + 1])
   incoming = incoming + count
@@ -34,12 +36,12 @@ end
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 
-a = 3
+a = 4
 for g = 1, groups do
   local audience = ARGV[a]
   local count = tonumber(ARGV[a + 1])
-  local backlog = KEYS[7 + 2 * g - 1]
-  local stats = KEYS[7 + 2 * g]
+  local backlog = KEYS[12 + 2 * g - 1]
+  local stats = KEYS[12 + 2 * g]
   local last = tonumber(redis.call('HGET', KEYS[1], audience) or '0')
   local base = math.max(last + 1, now_us)
   local chunk = {}
@@ -56,10 +58,11 @@ for g = 1, groups do
   end
   redis.call('HSET', KEYS[1], audience, string.format('%.0f', base + count - 1))
   add_count(agg, stats, 'accepted', count)
-  rank_audience(agg, audience, stats, backlog, math.floor(now_us / 1000))
-  if redis.call('SADD', KEYS[3], audience) == 1 then
-    redis.call('RPUSH', KEYS[2], audience)
-  end
+  -- Whose audience it is, for a job whose payload cannot be read (worker/app.py).
+  redis.call('HSETNX', stats, 'tenant', tenant)
+  local now_ms = math.floor(now_us / 1000)
+  rank_audience(agg, audience, stats, backlog, now_ms)
+  schedule(KEYS[2], KEYS[3], KEYS[5], tenant, audience, now_ms)
   a = a + 2 + count
 end
 redis.call('INCRBY', KEYS[4], incoming)

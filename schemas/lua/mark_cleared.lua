@@ -5,13 +5,14 @@
 -- A deleted audience with nothing left pending loses its keys here; one with jobs still running
 -- loses them once idle (reclaim.lua).
 -- KEYS[1] cleared hash, KEYS[2] the audience's backlog, KEYS[3] backlog total, KEYS[4] versions
--- hash, KEYS[5] the audience's stats hash, KEYS[6..8] totals, audiences by pending, idle
--- audiences (lib/counts.lua).
--- ARGV[1] audience id, ARGV[2] version, ARGV[3] 1 when the audience was deleted.
+-- hash, KEYS[5] the audience's stats hash, KEYS[6..12] the aggregates of its tenant
+-- (lib/counts.lua).
+-- ARGV[1] audience id, ARGV[2] version, ARGV[3] 1 when the audience was deleted, ARGV[4] its
+-- tenant.
 -- Returns how many entries were dropped.
 --#include entry
 --#include counts
-local agg = {totals = KEYS[6], pending = KEYS[7], idle = KEYS[8]}
+local agg = aggregates(6, ARGV[4])
 local audience = ARGV[1]
 local v = tonumber(ARGV[2])
 local current = tonumber(redis.call('HGET', KEYS[1], audience) or '0')

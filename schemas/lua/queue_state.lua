@@ -6,18 +6,25 @@
 -- (core/scripts/queue_state.py) read the registry just before and declares every key: the
 -- replicas' health keys, the page's backlogs and stats hashes, and the per-second counters of
 -- the measuring window.
+-- One tenant's view (its totals, audiences, rate, dead letters and applied counters) or the
+-- fleet's (every tenant's summed). Queue depth and replicas are the shared workers' either way.
 -- KEYS[1] backlog total, KEYS[2] arq queue (sorted set), KEYS[3] config hash, KEYS[4] worker
--- registry (sorted set), KEYS[5] leases (sorted set), KEYS[6] dead letters, KEYS[7] totals,
--- KEYS[8] audiences by pending, then ARGV[2] applied-per-second counters (the window's whole
--- seconds), then ARGV[3] health keys, then per audience: its backlog, its stats hash.
+-- registry (sorted set), KEYS[5] leases (sorted set), KEYS[6] dead letters, KEYS[7] totals (the
+-- tenant's or the fleet's), KEYS[8] tenants' own rates, then ARGV[5] sets of audiences by
+-- pending (the tenant's, or every known tenant's), then ARGV[2] applied-per-second counters
+-- (the window's whole seconds), then ARGV[3] health keys, then per audience: its backlog, its
+-- stats hash.
 -- ARGV[1] now in ms on the caller's clock (arq scores jobs with its own), ARGV[2] number of
--- counters, ARGV[3] number of health keys, then the audience ids, in the order of their keys.
+-- counters, ARGV[3] number of health keys, ARGV[4] the tenant ('' for the fleet), ARGV[5] number
+-- of pending sets, then the audience ids, in the order of their keys.
 -- Returns {backlog total, ready jobs, deferred jobs, rate in force or '', live replicas, jobs
 -- running, applied in the window, dead letters, {{audience, backlog, accepted, applied, dropped,
 -- dead}, ...}, {accepted, applied, dropped, dead, pending} over all audiences, audiences with
 -- pending changes}.
 local now_ms = ARGV[1]
 local counters, health = tonumber(ARGV[2]), tonumber(ARGV[3])
+local tenant, sets = ARGV[4], tonumber(ARGV[5])
+local c0 = 8 + sets
 local backlog = tonumber(redis.call('GET', KEYS[1]) or '0')
 -- arq's queue holds only jobs no replica runs (claim.lua moves a running job to the leases);
 -- a lapsed lease is ready too: its replica died and the next claim puts it back.
@@ -32,24 +39,37 @@ local running = redis.call('ZCOUNT', KEYS[5], '(' .. redis_now_ms, '+inf')
 -- The override of cohortsync-admin set-rate, else the rate the workers were started with.
 local cfg = redis.call('HMGET', KEYS[3], 'rate_per_minute', 'workers_rate_per_minute')
 local rate = cfg[1] or cfg[2] or ''
+-- A tenant's own rate, as the workers enforce it.
+if tenant ~= '' then
+  local own = redis.call('HGET', KEYS[8], tenant)
+  if own then
+    rate = string.sub(own, 1, string.find(own, ':', 1, true) - 1)
+  end
+end
 
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. now_ms)
 local live = 0
-for k = 9 + counters, 8 + counters + health do
+for k = c0 + 1 + counters, c0 + counters + health do
   if redis.call('EXISTS', KEYS[k]) == 1 then
     live = live + 1
   end
 end
-local dead = redis.call('LLEN', KEYS[6])
+local dead = 0
+if tenant == '' then
+  dead = redis.call('LLEN', KEYS[6])
+else
+  -- The tenant's letters: counted when kept, uncounted when replayed.
+  dead = tonumber(redis.call('HGET', KEYS[7], 'dead') or '0')
+end
 
 local applied = 0
-for k = 9, 8 + counters do
+for k = c0 + 1, c0 + counters do
   applied = applied + tonumber(redis.call('GET', KEYS[k]) or '0')
 end
 
 local audiences = {}
-local k = 9 + counters + health
-for i = 4, #ARGV do
+local k = c0 + 1 + counters + health
+for i = 6, #ARGV do
   local counts = redis.call('HMGET', KEYS[k + 1], 'accepted', 'applied', 'dropped', 'dead')
   audiences[#audiences + 1] = {
     ARGV[i],
@@ -65,5 +85,8 @@ local totals = redis.call('HMGET', KEYS[7], 'accepted', 'applied', 'dropped', 'd
 for i = 1, #totals do
   totals[i] = totals[i] or '0'
 end
-local with_work = redis.call('ZCARD', KEYS[8])
+local with_work = 0
+for s = 9, c0 do
+  with_work = with_work + redis.call('ZCARD', KEYS[s])
+end
 return {backlog, due, deferred, rate, live, running, applied, dead, audiences, totals, with_work}

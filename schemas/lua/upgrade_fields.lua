@@ -1,16 +1,16 @@
 -- Upgrade (cohortsync-admin migrate): merge fields of a hash of the layout before namespaces into
 -- the namespace's hash, each field deleted from the old hash in the same step: run again, each is
 -- merged once.
--- KEYS[1] old hash, KEYS[2] hash; for an audience's counters, KEYS[3..5] totals, audiences by
--- pending, idle audiences (lib/counts.lua), which the counters added join.
+-- KEYS[1] old hash, KEYS[2] hash; for an audience's counters, KEYS[3..9] the default tenant's
+-- aggregates (lib/counts.lua), which the counters added join.
 -- ARGV[1] how a field merges: 'add' (counters), 'max' (versions) or 'keep' (set only where the
--- hash lacks it), ARGV[2..] the fields (one already gone is skipped).
+-- hash lacks it), ARGV[2] the tenant, ARGV[3..] the fields (one already gone is skipped).
 -- Returns the number of fields merged.
 --#include counts
 local how = ARGV[1]
-local agg = {totals = KEYS[3], pending = KEYS[4], idle = KEYS[5]}
+local agg = aggregates(3, ARGV[2])
 local merged = 0
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   local field = ARGV[i]
   local value = redis.call('HGET', KEYS[1], field)
   if value then

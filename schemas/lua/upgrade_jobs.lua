@@ -4,11 +4,12 @@
 -- leaves the old queue and leases, and its payload is deleted, in the same step its entry joins
 -- the backlog: run again, it is moved once. One whose payload changed since the caller read it
 -- is left for the next run.
--- KEYS[1] old arq queue, KEYS[2] old leases, KEYS[3] active list, KEYS[4] active set,
--- KEYS[5] backlog total, KEYS[6] dead letters, then per job i (1-based): KEYS[3 + 4i] its
--- payload key, KEYS[4 + 4i] its arq retry key, KEYS[5 + 4i] its audience's backlog,
--- KEYS[6 + 4i] its audience's stats hash; last, totals, audiences by pending, idle audiences
--- (lib/counts.lua).
+-- KEYS[1] old arq queue, KEYS[2] old leases, KEYS[3] the default tenant's active list, KEYS[4]
+-- its active set, KEYS[5] backlog total, KEYS[6] dead letters, then per job i (1-based):
+-- KEYS[3 + 4i] its payload key, KEYS[4 + 4i] its arq retry key, KEYS[5 + 4i] its audience's
+-- backlog, KEYS[6 + 4i] its audience's stats hash; then the tenants with work; last, the
+-- default tenant's aggregates (lib/counts.lua, seven keys). Every audience from before tenants
+-- belongs to the default tenant, 1.
 -- ARGV per job i: ARGV[5i - 4] job id, ARGV[5i - 3] audience id, ARGV[5i - 2] the payload as
 -- read ('' when it had none: another run finished it), ARGV[5i - 1] its backlog entry ('' when
 -- the payload holds no change), ARGV[5i] its dead letter (when it holds no change).
@@ -16,7 +17,8 @@
 -- they end oldest first.
 -- Returns {entries re-queued, dead letters kept}.
 --#include counts
-local agg = {totals = KEYS[#KEYS - 2], pending = KEYS[#KEYS - 1], idle = KEYS[#KEYS]}
+local agg = aggregates(#KEYS - 6, 1)
+local tenants_due = KEYS[#KEYS - 7]
 local now_ms = redis_now_ms()
 local requeued, dead = 0, 0
 for i = 1, #ARGV / 5 do
@@ -32,9 +34,7 @@ for i = 1, #ARGV / 5 do
       redis.call('LPUSH', backlog, entry)
       -- Dispatched again later: counted once.
       add_count(agg, stats, 'dispatched', -1)
-      if redis.call('SADD', KEYS[4], audience) == 1 then
-        redis.call('RPUSH', KEYS[3], audience)
-      end
+      schedule(KEYS[3], KEYS[4], tenants_due, 1, audience, now_ms)
       requeued = requeued + 1
     elseif current then
       redis.call('RPUSH', KEYS[6], letter)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import redis.asyncio as aioredis
+from worker.limiter import Limiter
 
 from tests.support.redis_keys import KEYS, scripts
-from worker.limiter import Limiter
 
 
 async def test_concurrent_acquisitions_share_one_round_trip(redis: aioredis.Redis) -> None:

@@ -1,10 +1,27 @@
 -- Per-audience counters (Keys.stats) and the aggregates kept in the same step (schemas/keys.py):
--- the totals hash, the audiences ranked by pending, the idle audiences. Every script that
--- changes a stats hash or a backlog goes through these, so the aggregates stay exactly the sum
--- of the per-audience values and reading them costs O(1) whatever the audiences.
--- agg = {totals = <Keys.totals>, pending = <Keys.audiences_pending>, idle = <Keys.audiences_idle>},
--- all three declared by the script's caller.
+-- the tenant's totals hash, its audiences ranked by pending, its idle audiences; the fleet's
+-- totals, the tenants ranked by pending, the tenants known. Every script that changes a stats
+-- hash or a backlog goes through these, so the aggregates stay exactly the sum of the
+-- per-audience values and reading them costs O(1) whatever the audiences or tenants.
+-- The seven keys come in this order from core/scripts/backlogs.py aggregate_keys:
+-- tenant totals, tenant audiences by pending, tenant idle audiences, fleet totals, tenants by
+-- pending, tenants known, fleet audiences by pending; ``aggregates(i, tenant)`` reads them from
+-- KEYS[i].
 local COUNTERS = {'accepted', 'dispatched', 'applied', 'dropped', 'dead'}
+
+local function aggregates(first, tenant)
+  return {
+    totals = KEYS[first], pending = KEYS[first + 1], idle = KEYS[first + 2],
+    fleet = KEYS[first + 3], tenants = KEYS[first + 4], known = KEYS[first + 5],
+    fleet_pending = KEYS[first + 6], tenant = tostring(tenant),
+  }
+end
+
+-- Add n to a field of the tenant's totals and the fleet's.
+local function add_total(agg, field, n)
+  redis.call('HINCRBY', agg.totals, field, n)
+  redis.call('HINCRBY', agg.fleet, field, n)
+end
 
 -- A stats hash written before the aggregates existed adds its counters into the totals once,
 -- and is marked so it never does again.
@@ -14,7 +31,7 @@ local function in_totals(agg, stats)
     for i = 1, #COUNTERS do
       local v = tonumber(values[i] or '0')
       if v ~= 0 then
-        redis.call('HINCRBY', agg.totals, COUNTERS[i], v)
+        add_total(agg, COUNTERS[i], v)
       end
     end
   end
@@ -24,7 +41,7 @@ end
 local function add_count(agg, stats, field, n)
   in_totals(agg, stats)
   redis.call('HINCRBY', stats, field, n)
-  redis.call('HINCRBY', agg.totals, field, n)
+  add_total(agg, field, n)
 end
 
 -- Set an audience's counter to v, the totals following.
@@ -32,12 +49,13 @@ local function set_count(agg, stats, field, v)
   in_totals(agg, stats)
   local old = tonumber(redis.call('HGET', stats, field) or '0')
   redis.call('HSET', stats, field, v)
-  redis.call('HINCRBY', agg.totals, field, v - old)
+  add_total(agg, field, v - old)
 end
 
 -- Rank an audience again after its counters or backlog changed: its pending (as
 -- schemas/status.py AudienceCounts.pending: accepted and not yet applied, dropped or dead, at
--- least its backlog) in the pending set and the totals; idle (with the time) when 0.
+-- least its backlog) in the pending set and the totals; idle (with the time) when 0. The
+-- tenant's rank among tenants follows.
 local function rank_audience(agg, audience, stats, backlog, now_ms)
   in_totals(agg, stats)
   local c = redis.call('HMGET', stats, 'accepted', 'applied', 'dropped', 'dead')
@@ -48,18 +66,25 @@ local function rank_audience(agg, audience, stats, backlog, now_ms)
   if p > 0 then
     if p ~= old then
       redis.call('ZADD', agg.pending, p, audience)
+      redis.call('ZADD', agg.fleet_pending, p, audience)
     end
     redis.call('ZREM', agg.idle, audience)
   else
     p = 0
     if old ~= 0 then
       redis.call('ZREM', agg.pending, audience)
+      redis.call('ZREM', agg.fleet_pending, audience)
     end
     redis.call('ZADD', agg.idle, 'NX', now_ms, audience)
   end
   if p ~= old then
-    redis.call('HINCRBY', agg.totals, 'pending', p - old)
+    add_total(agg, 'pending', p - old)
+    local tp = tonumber(redis.call('ZINCRBY', agg.tenants, p - old, agg.tenant))
+    if tp <= 0 then
+      redis.call('ZREM', agg.tenants, agg.tenant)
+    end
   end
+  redis.call('SADD', agg.known, agg.tenant)
 end
 
 local function redis_now_ms()
@@ -76,11 +101,20 @@ local function forget_audience(agg, audience, stats, versions, cleared)
   for i = 1, #COUNTERS do
     local v = tonumber(values[i] or '0')
     if v ~= 0 then
-      redis.call('HINCRBY', agg.totals, 'reclaimed_' .. COUNTERS[i], v)
+      add_total(agg, 'reclaimed_' .. COUNTERS[i], v)
     end
   end
   redis.call('DEL', stats)
   redis.call('HDEL', versions, audience)
   redis.call('HDEL', cleared, audience)
   redis.call('ZREM', agg.idle, audience)
+end
+
+-- Put an audience with work into its tenant's round-robin (at the back) if it is not there, and
+-- its tenant among the tenants with work (due now unless its rate already set a later time).
+local function schedule(active_list, active_set, tenants_due, tenant, audience, now_ms)
+  if redis.call('SADD', active_set, audience) == 1 then
+    redis.call('RPUSH', active_list, audience)
+  end
+  redis.call('ZADD', tenants_due, 'NX', now_ms, tostring(tenant))
 end
