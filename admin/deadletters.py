@@ -84,14 +84,15 @@ async def summarize(scripts: Scripts, audience_id: int | None = None) -> Summary
 async def replay(scripts: Scripts, audience_id: int | None = None) -> tuple[int, int]:
     """Re-queue the dead letters (of one audience, or all) with their original versions;
     returns (changes re-queued, letters left because they hold no change)."""
-    groups: dict[int, list[tuple[bytes, str]]] = {}
+    # Tenant -> audience -> (letter, entry): one script call replays one tenant's audiences.
+    groups: dict[int, dict[int, list[tuple[bytes, str]]]] = {}
     pending = replayed = malformed = 0
 
     async def flush() -> int:
         nonlocal groups, pending
-        if not groups:
-            return 0
-        done = await scripts.backlogs.replay(groups)
+        done = 0
+        for tenant, audiences in groups.items():
+            done += await scripts.backlogs.replay(audiences, tenant)
         groups, pending = {}, 0
         return done
 
@@ -106,7 +107,8 @@ async def replay(scripts: Scripts, audience_id: int | None = None) -> tuple[int,
             continue
         action: keys.Action = "add" if change.member else "delete"
         entry = keys.encode_entry(action, change.profile_id, change.version)
-        groups.setdefault(change.audience_id, []).append((found.raw, entry))
+        audiences = groups.setdefault(change.tenant, {})
+        audiences.setdefault(change.audience_id, []).append((found.raw, entry))
         pending += 1
         if pending >= CHUNK:
             replayed += await flush()

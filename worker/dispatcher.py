@@ -11,7 +11,7 @@ from core.scripts.dispatch import DispatchResult
 from schemas.settings import Settings
 from worker.errors import describe, raise_if_cancelled
 from worker.metrics import WorkerMetrics
-from worker.rates import TenantRates
+from worker.rates import Rates, SettingsRates
 
 logger = logging.getLogger(__name__)
 
@@ -30,14 +30,14 @@ class Dispatcher:
         self,
         scripts: Scripts,
         settings: Settings,
-        rates: TenantRates,
+        rates: Rates | None = None,
         metrics: WorkerMetrics | None = None,
     ) -> None:
         self._dispatch = scripts.dispatch
         self._batch = settings.dispatch_batch
         self._quantum = settings.dispatch_quantum
         self._watermark = settings.dispatch_watermark
-        self._rates = rates
+        self._rates = rates or SettingsRates(settings)
         self._metrics = metrics or WorkerMetrics()
         self._task: asyncio.Task[None] | None = None
         # Ends the loop at its next turn even if a cancellation got lost (see raise_if_cancelled).

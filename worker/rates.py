@@ -15,12 +15,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import asyncpg
 from redis.asyncio import Redis
 
-from core.scripts.dispatch import Rate
+from core.scripts.dispatch import Rate, reschedule
 from schemas import keys
 from schemas.keys import Keys
 from schemas.settings import Settings
@@ -29,6 +29,26 @@ from worker.errors import describe, raise_if_cancelled
 logger = logging.getLogger(__name__)
 
 REFRESH_S = 1.0
+
+
+class Rates(Protocol):
+    """What the dispatcher asks: each tenant's rate, and the fleet's cap."""
+
+    fleet: Rate
+
+    def of(self, tenant: int) -> Rate: ...
+
+
+class SettingsRates:
+    """Every tenant at the settings' rate (no tenant of its own, no override): for a dispatcher
+    used on its own."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.default = Rate(settings.rate_limit_per_minute, settings.rate_burst)
+        self.fleet = Rate(settings.fleet_rate_limit_per_minute, settings.rate_burst)
+
+    def of(self, tenant: int) -> Rate:
+        return self.default
 
 
 class TenantRates:
@@ -45,6 +65,7 @@ class TenantRates:
         self._db = db
         self._task: asyncio.Task[None] | None = None
         self._published: dict[str, str] = {}
+        self._refreshed = False
 
     def of(self, tenant: int) -> Rate:
         return self._tenants.get(tenant, self.default)
@@ -61,6 +82,7 @@ class TenantRates:
             self._redis.hmget(self._keys.config, [keys.CONFIG_RATE, keys.CONFIG_BURST]),
         )
         rate, burst = self._own
+        before_default = self.default
         self.default = Rate(
             int(cfg[0]) if cfg[0] is not None else rate,
             int(cfg[1]) if cfg[1] is not None else burst,
@@ -72,6 +94,8 @@ class TenantRates:
             )
         except asyncpg.UndefinedTableError:
             rows = []  # a database not migrated to tenants yet: every tenant at the default
+        default_changed = self.default != before_default
+        before = self._tenants
         self._tenants = {
             r["id"]: Rate(
                 r["rate_per_minute"] if r["rate_per_minute"] is not None else self.default[0],
@@ -79,6 +103,10 @@ class TenantRates:
             )
             for r in rows
         }
+        changed = {t for t in {*before, *self._tenants} if before.get(t) != self._tenants.get(t)}
+        if self._refreshed and (default_changed or changed):
+            await reschedule(self._redis, self._keys, None if default_changed else [*changed])
+        self._refreshed = True
         await self._publish()
 
     async def _publish(self) -> None:

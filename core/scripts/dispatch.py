@@ -52,13 +52,14 @@ class Rate(NamedTuple):
         interval = 60_000_000 / self.per_minute
         return interval, max(0.0, (max(self.burst, 1) - 1) * interval - COMMIT_JITTER_US)
 
-    def slots(self, state: bytes | None, now_us: float, until_us: float) -> int:
-        """How many slots from ``now_us`` to ``until_us`` a GCRA whose next free slot is
-        ``state`` still has (``math.inf`` as a large int when unlimited)."""
+    def slots(self, last: bytes | None, now_us: float, until_us: float) -> int:
+        """How many slots from ``now_us`` to ``until_us`` a GCRA whose last slot given was
+        ``last`` still has (UNBOUNDED when unlimited)."""
         interval, tolerance = self.gcra()
         if not interval:
             return UNBOUNDED
-        first = max(float(state or 0), now_us - tolerance, now_us)
+        after = float(last) + interval if last is not None else 0.0
+        first = max(after, now_us - tolerance, now_us)
         return 0 if first > until_us else int((until_us - first) // interval) + 1
 
 
@@ -199,6 +200,16 @@ class Dispatch:
         return DispatchResult(
             int(created), int(dropped), int(ready_before), int(total_after), bool(short)
         )
+
+
+async def reschedule(redis: Redis, keys: Keys, tenants: Sequence[int] | None) -> None:
+    """After a rate change: make ``tenants`` (None: every tenant with work) due now, so the
+    next dispatch serves them at the new rate instead of waiting for the slot the old one
+    scheduled them at. Tenants without work stay without."""
+    if tenants is None:
+        tenants = [int(t) for t in await redis.zrange(keys.tenants_due, 0, -1)]
+    if tenants:
+        await redis.zadd(keys.tenants_due, dict.fromkeys((str(t) for t in tenants), 0), xx=True)
 
 
 def share_out(room: int, caps: Sequence[int], turn: int) -> list[int]:

@@ -49,20 +49,25 @@ local until_us = now_us + tonumber(ARGV[4]) * 1000
 local fleet_interval, fleet_tolerance = tonumber(ARGV[5]), tonumber(ARGV[6])
 local fn, id_from = ARGV[7], #ARGV[8] + 1
 
--- A GCRA's state is its next free slot (µs, Redis clock), as limiter.lua keeps it: a slot
--- further than the tolerance in the past no longer matters.
-local function next_slot(key, tolerance)
-  local slot = tonumber(redis.call('GET', key) or '0')
-  return math.max(slot, now_us - tolerance)
+-- A GCRA's state is the last slot it gave (µs, Redis clock), so the next is one interval of the
+-- rate in force later: a rate changed at runtime spaces the very next slot. A slot further than
+-- the tolerance in the past no longer matters (nor does the state, which then expires).
+local function next_slot(key, interval, tolerance)
+  local last = redis.call('GET', key)
+  if not last then
+    return now_us - tolerance
+  end
+  return math.max(tonumber(last) + interval, now_us - tolerance)
 end
-local function keep_slot(key, slot, tolerance)
-  local ttl_ms = math.ceil(math.max(0, slot + tolerance - now_us) / 1000) + 1000
-  redis.call('SET', key, string.format('%.0f', slot), 'PX', ttl_ms)
+local function keep_slot(key, last, interval, tolerance)
+  local ttl_ms = math.ceil(math.max(0, last + interval + tolerance - now_us) / 1000) + 1000
+  redis.call('SET', key, string.format('%.0f', last), 'PX', ttl_ms)
 end
 local fleet_slot = 0
 if fleet_interval > 0 then
-  fleet_slot = next_slot(KEYS[6], fleet_tolerance)
+  fleet_slot = next_slot(KEYS[6], fleet_interval, fleet_tolerance)
 end
+local fleet_last = nil
 
 -- Does the backlog still start with the entry read?
 local function unchanged(au)
@@ -109,9 +114,9 @@ for _ = 1, tenants do
     job_key = job_key + n
   end
 
-  local slot = now_us
+  local slot, last = now_us, nil
   if tenant.interval > 0 then
-    slot = next_slot(tenant.limiter, tenant.tolerance)
+    slot = next_slot(tenant.limiter, tenant.interval, tenant.tolerance)
   end
   -- The due times (µs) of the next k jobs of this tenant, as many of k as fall in the horizon.
   local function dues(k)
@@ -183,6 +188,7 @@ for _ = 1, tenants do
             et = math.floor(version / 1000),
           }))
           redis.call('ZADD', KEYS[1], math.floor(at / 1000), string.sub(job, id_from))
+          last, fleet_last = at, at
           if tenant.interval > 0 then
             slot = at + tenant.interval
           end
@@ -235,8 +241,8 @@ for _ = 1, tenants do
   else
     redis.call('DEL', tenant.credit_key)
   end
-  if tenant.interval > 0 and took_here > 0 then
-    keep_slot(tenant.limiter, slot, tenant.tolerance)
+  if tenant.interval > 0 and last then
+    keep_slot(tenant.limiter, last, tenant.interval, tenant.tolerance)
   end
   if redis.call('LLEN', tenant.active) == 0 then
     redis.call('ZREM', KEYS[5], tenant.id)
@@ -252,8 +258,8 @@ for _ = 1, tenants do
   end
 end
 
-if fleet_interval > 0 and created > 0 then
-  keep_slot(KEYS[6], fleet_slot, fleet_tolerance)
+if fleet_interval > 0 and fleet_last then
+  keep_slot(KEYS[6], fleet_last, fleet_interval, fleet_tolerance)
 end
 redis.call('DEL', KEYS[7])
 local total = 0

@@ -13,7 +13,7 @@ local cutoff = redis_now_ms() - tonumber(ARGV[1])
 local forgotten = 0
 for i = 3, #ARGV do
   local audience = ARGV[i]
-  local backlog, stats = KEYS[6 + 2 * (i - 2)], KEYS[7 + 2 * (i - 2)]
+  local backlog, stats = KEYS[4 + 2 * i], KEYS[5 + 2 * i]
   local since = redis.call('ZSCORE', agg.idle, audience)
   if since and tonumber(since) <= cutoff and not redis.call('ZSCORE', agg.pending, audience)
       and redis.call('LLEN', backlog) == 0 then

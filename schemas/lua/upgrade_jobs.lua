@@ -34,7 +34,7 @@ for i = 1, #ARGV / 5 do
       redis.call('LPUSH', backlog, entry)
       -- Dispatched again later: counted once.
       add_count(agg, stats, 'dispatched', -1)
-      schedule(KEYS[3], KEYS[4], tenants_due, 1, audience, now_ms)
+      schedule(KEYS[3], KEYS[4], tenants_due, 1, audience, 0)
       requeued = requeued + 1
     elseif current then
       redis.call('RPUSH', KEYS[6], letter)

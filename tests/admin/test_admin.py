@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncpg
 import redis.asyncio as aioredis
 
+from core.scripts.dispatch import Rate
 from schemas import apikeys
 from schemas.keys import Keys
+from schemas.settings import Settings
 from tests.support.admin import Admin
-from tests.support.redis_keys import KEYS, scripts
+from tests.support.redis_keys import KEYS
+from worker.rates import TenantRates
 
 
 async def test_revoke_key_by_prefix_or_id(admin: Admin, db: asyncpg.Pool) -> None:
@@ -48,14 +51,19 @@ async def _config(redis: aioredis.Redis) -> dict[bytes, bytes]:
     return replies[0]
 
 
-async def test_set_rate_overrides_the_shared_limiter(admin: Admin, redis: aioredis.Redis) -> None:
-    limiter = scripts(redis).limiter
-    defaults = (1, 1000, 10, 0)  # n, rate, burst, jitter headroom (µs)
+async def test_set_rate_overrides_the_shared_limiter(
+    admin: Admin, redis: aioredis.Redis, db: asyncpg.Pool, settings: Settings
+) -> None:
+    # What every worker replica dispatches at, read again each second (worker/rates.py).
+    rates = TenantRates(settings.with_changes(rate_limit_per_minute=1000), redis, KEYS, db)
 
     run = await admin("set-rate", "600", "--burst", "5")
     assert run.code == 0, run.err
     assert await _config(redis) == {b"rate_per_minute": b"600", b"burst": b"5"}
-    assert (await limiter.reserve(*defaults)).rate_per_minute == 600
+    await rates.refresh()
+    assert rates.of(1) == Rate(600, 5)
+    await redis.delete(KEYS.config)  # published by the refresh beside the override
+    await admin("set-rate", "600", "--burst", "5")
 
     run = await admin("set-rate", "1200")
     assert run.code == 0, run.err
@@ -64,7 +72,8 @@ async def test_set_rate_overrides_the_shared_limiter(admin: Admin, redis: aiored
     run = await admin("set-rate", "--reset")
     assert run.code == 0, run.err
     assert await redis.exists(KEYS.config) == 0
-    assert (await limiter.reserve(*defaults)).rate_per_minute == 1000
+    await rates.refresh()
+    assert rates.of(1).per_minute == 1000
 
     run = await admin("set-rate")
     assert run.code == 1

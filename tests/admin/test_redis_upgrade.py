@@ -138,11 +138,11 @@ async def snapshot(redis: aioredis.Redis) -> dict[str, tuple[str, Any, bool]]:
         value: Any
         if kind == "list":
             value = await redis.lrange(name, 0, -1)  # type: ignore[misc]
-            if name == KEYS.active_list:
+            if name == KEYS.tenant(1).active_list:
                 value = sorted(value)
         elif kind == "hash":
             value = await redis.hgetall(name)  # type: ignore[misc]
-        elif kind == "zset" and name == KEYS.audiences_idle:
+        elif kind == "zset" and name == KEYS.tenant(1).audiences_idle:
             # Scored with the time each went idle: when the run moved it.
             value = await redis.zrange(name, 0, -1)
         elif kind == "zset":
@@ -194,7 +194,7 @@ async def test_migrate_moves_the_old_layout_and_every_change_is_applied_once(
         b"burst": b"3",
         b"workers_burst": b"4",
     }
-    assert SEEN_TTL_S - 60 < await redis.ttl(KEYS.seen("msg-1")) <= SEEN_TTL_S
+    assert SEEN_TTL_S - 60 < await redis.ttl(KEYS.tenant(1).seen("msg-1")) <= SEEN_TTL_S
     [raw_letter] = await redis.lrange(KEYS.dead_letters, 0, -1)  # type: ignore[misc]
     assert msgspec.json.decode(raw_letter, type=DeadLetter).job_id == KEYS.job_id(c, v(c, 1))
 

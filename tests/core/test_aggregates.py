@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from admin.deadletters import replay
 from admin.redis_upgrade import upgrade_redis
 from core.scripts import Scripts
+from core.scripts.backlogs import aggregate_keys
 from core.scripts.leases import Outcome
 from schemas.jobs import DeadLetter
 from schemas.keys import IDLE_RECLAIM_S, STATS_IN_TOTALS, TOTALS_FIELDS, parse_job_id
@@ -60,8 +61,16 @@ async def assert_aggregates_exact(redis: aioredis.Redis) -> None:
     }
     assert ranked == {a: p for a, p in pending.items() if p > 0}
     assert totals.get("pending", 0) == sum(pending.values())
-    idle = {int(a) for a in await redis.zrange(KEYS.audiences_idle, 0, -1)}
+    idle = {int(a) for a in await redis.zrange(KEYS.tenant(1).audiences_idle, 0, -1)}
     assert idle == {a for a, p in pending.items() if p == 0}
+    # Every audience here is the default tenant's: its aggregates are the fleet's.
+    tenant = KEYS.tenant(1)
+    own = {k.decode(): int(v) for k, v in (await redis.hgetall(tenant.totals)).items()}  # type: ignore[misc]
+    assert own == {k: v for k, v in totals.items() if k != "tenants_split"}
+    assert await redis.zrange(tenant.audiences_pending, 0, -1, withscores=True) == (
+        await redis.zrange(KEYS.audiences_pending, 0, -1, withscores=True)
+    )
+    assert await redis.zscore(KEYS.tenants_pending, "1") == (totals.get("pending") or None)
 
 
 async def finish_some(own: Scripts, rng: random.Random, most: int) -> None:
@@ -124,7 +133,7 @@ async def test_counters_written_before_the_aggregates_join_them_once(
     a, b, c = [await new_audience(db, name) for name in "abc"]
     await accept(redis, a, [("add", "x")])
     await accept(redis, b, [("add", "y"), ("add", "z")])
-    await redis.delete(KEYS.totals, KEYS.audiences_pending, KEYS.audiences_idle)
+    await redis.delete(*aggregate_keys(KEYS, 1))
     for audience in (a, b):
         await redis.hdel(KEYS.stats(audience), STATS_IN_TOTALS)  # type: ignore[misc]
     await redis.hset(KEYS.stats(c), mapping={"accepted": 5, "applied": 5})  # type: ignore[misc]
@@ -159,19 +168,19 @@ async def test_idle_audiences_are_forgotten_after_a_day_and_the_totals_keep_them
     await accept(redis, idle, [("add", "x")])
     await clear(db, redis, idle)
     await accept(redis, busy, [("add", "y")])
-    assert await redis.zscore(KEYS.audiences_idle, str(idle)) is not None
+    assert await redis.zscore(KEYS.tenant(1).audiences_idle, str(idle)) is not None
     # At the default, an audience idle for a moment keeps everything.
     assert await own.reclaim(IDLE_RECLAIM_S, 100) == 0
     assert await redis.exists(KEYS.stats(idle))
     before = await redis.hgetall(KEYS.totals)  # type: ignore[misc]
 
     # Idle long enough (here: a day ago), it goes; the busy one keeps everything.
-    await redis.zadd(KEYS.audiences_idle, {str(idle): 1})
+    await redis.zadd(KEYS.tenant(1).audiences_idle, {str(idle): 1})
     assert await own.reclaim(IDLE_RECLAIM_S, 100) == 1
     assert not await redis.exists(KEYS.stats(idle))
     assert await redis.hget(KEYS.versions, str(idle)) is None  # type: ignore[misc]
     assert await redis.hget(KEYS.cleared, str(idle)) is None  # type: ignore[misc]
-    assert await redis.zscore(KEYS.audiences_idle, str(idle)) is None
+    assert await redis.zscore(KEYS.tenant(1).audiences_idle, str(idle)) is None
     assert await redis.exists(KEYS.stats(busy))
     after = await redis.hgetall(KEYS.totals)  # type: ignore[misc]
     assert {k: v for k, v in after.items() if not k.startswith(b"reclaimed_")} == before
@@ -188,7 +197,7 @@ async def test_one_that_got_work_after_it_was_read_keeps_its_keys(
     a = await new_audience(db)
     await accept(redis, a, [("add", "x")])
     await clear(db, redis, a)
-    await redis.zadd(KEYS.audiences_idle, {str(a): 1})
+    await redis.zadd(KEYS.tenant(1).audiences_idle, {str(a): 1})
     # Its backlog fills between the read of the idle set and the script (declared keys).
     await redis.rpush(KEYS.backlog(a), "a1:late")  # type: ignore[misc]
     assert await scripts(redis).reclaim(IDLE_RECLAIM_S, 100) == 0
@@ -203,14 +212,20 @@ async def test_a_clear_leaves_the_active_list_to_the_dispatcher(
     await accept(redis, b, [("add", "y")])
     await clear(db, redis, a)
     # No search of the active list on the request path: the id stays until its turn.
-    assert await redis.lrange(KEYS.active_list, 0, -1) == [str(a).encode(), str(b).encode()]  # type: ignore[misc]
+    assert await redis.lrange(KEYS.tenant(1).active_list, 0, -1) == [
+        str(a).encode(),
+        str(b).encode(),
+    ]  # type: ignore[misc]
     await accept(redis, a, [("add", "z")])
-    assert await redis.lrange(KEYS.active_list, 0, -1) == [str(a).encode(), str(b).encode()]  # type: ignore[misc]
+    assert await redis.lrange(KEYS.tenant(1).active_list, 0, -1) == [
+        str(a).encode(),
+        str(b).encode(),
+    ]  # type: ignore[misc]
     await clear(db, redis, a)
     done = await scripts(redis).dispatch(watermark=100, batch=10, quantum=5)
     assert (done.created, done.dropped) == (1, 0)
-    assert await redis.lrange(KEYS.active_list, 0, -1) == []  # type: ignore[misc]
-    assert await redis.smembers(KEYS.active_set) == set()  # type: ignore[misc]
+    assert await redis.lrange(KEYS.tenant(1).active_list, 0, -1) == []  # type: ignore[misc]
+    assert await redis.smembers(KEYS.tenant(1).active_set) == set()  # type: ignore[misc]
 
 
 async def test_a_worker_replica_forgets_audiences_idle_for_a_day(
@@ -221,7 +236,7 @@ async def test_a_worker_replica_forgets_audiences_idle_for_a_day(
         await accept(redis, audience, [("add", "x")])
         await clear(db, redis, audience)
     # a went idle a day ago, b just now.
-    await redis.zadd(KEYS.audiences_idle, {str(a): 1})
+    await redis.zadd(KEYS.tenant(1).audiences_idle, {str(a): 1})
 
     async def forgotten() -> bool:
         return not await redis.exists(KEYS.stats(a))

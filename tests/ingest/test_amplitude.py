@@ -123,7 +123,7 @@ async def test_repeated_message_id_is_200_and_enqueues_nothing(
         "country": "DE",
         "plan": "free",
     }
-    ttl_s = await cast(Awaitable[int], redis.ttl(KEYS.seen(ENTER["message_id"])))
+    ttl_s = await cast(Awaitable[int], redis.ttl(KEYS.tenant(1).seen(ENTER["message_id"])))
     assert keys.SEEN_TTL_S - 60 < ttl_s <= keys.SEEN_TTL_S == 7 * 24 * 3600
 
 
@@ -342,7 +342,7 @@ async def test_backlog_full_is_429_and_the_retry_is_accepted(
         resp = await client.post(PATH, json=ENTER)
         assert resp.status == 429
         assert resp.headers["Retry-After"] == "1"
-        assert await redis.exists(KEYS.seen(ENTER["message_id"])) == 0
+        assert await redis.exists(KEYS.tenant(1).seen(ENTER["message_id"])) == 0
         assert await backlog(redis, 1) == []
     async with running_edge(settings, key) as client:
         assert (await post(client, ENTER))["accepted"] == 3
@@ -363,4 +363,4 @@ async def test_empty_batch_creates_the_audience_and_is_remembered(
         "duplicate": True,
     }
     assert await backlog(redis, 1) == []
-    assert await redis.scard(KEYS.active_set) == 0  # type: ignore[misc]
+    assert await redis.scard(KEYS.tenant(1).active_set) == 0  # type: ignore[misc]

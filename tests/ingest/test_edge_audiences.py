@@ -208,7 +208,7 @@ async def test_delete_audience(client: Client, db: asyncpg.Pool, redis: aioredis
     assert await redis_int(redis, KEYS.cleared, str(aid)) is None
     assert await redis_int(redis, KEYS.versions, str(aid)) is None
     assert not await redis.exists(KEYS.stats(aid))
-    assert await redis.zscore(KEYS.audiences_idle, str(aid)) is None
+    assert await redis.zscore(KEYS.tenant(1).audiences_idle, str(aid)) is None
     assert (await client.delete(f"/v2/audiences/{aid}")).status == 404
     # Memberships for a deleted audience are refused at once (the edge's cache forgot it).
     late = [{"action": "add", "profileIntegrationId": "p1", "audienceId": aid}]

@@ -119,7 +119,7 @@ def test_accept_lua_keeps_every_change_in_order(
         assert int(cast(bytes, client.hget(KEYS.versions, str(audience)))) == versions[-1]
         stats = cast(bytes, client.hget(KEYS.stats(audience), "accepted"))
         assert int(stats) == len(changes)
-    active = [int(a) for a in cast(list[bytes], client.lrange(KEYS.active_list, 0, -1))]
+    active = [int(a) for a in cast(list[bytes], client.lrange(KEYS.tenant(1).active_list, 0, -1))]
     assert sorted(active) == sorted(groups)
     if message_id is not None:
         # The same batch again: acknowledged as seen, nothing changes.

@@ -25,12 +25,16 @@ async def new_audience(db: Any, name: str = "cohort") -> int:
     return audience_id
 
 
-async def accept(redis: aioredis.Redis, audience_id: int, changes: Changes) -> list[int]:
-    """Append changes to an audience's backlog as the edge does (accept.lua); returns their
-    versions."""
+async def accept(
+    redis: aioredis.Redis, audience_id: int, changes: Changes, tenant: int = keys.DEFAULT_TENANT
+) -> list[int]:
+    """Append changes to an audience (of ``tenant``)'s backlog as the edge does (accept.lua);
+    returns their versions."""
     before = await redis.llen(KEYS.backlog(audience_id))  # type: ignore[misc]
     entries = [keys.ACTION_CODE[action] + profile for action, profile in changes]
-    accepted = await scripts(redis).backlogs.accept({audience_id: entries}, max_backlog=10**12)
+    accepted = await scripts(redis).backlogs.accept(
+        {audience_id: entries}, max_backlog=10**12, tenant=tenant
+    )
     assert accepted == ("accepted", len(changes))
     queued = await redis.lrange(KEYS.backlog(audience_id), before, -1)  # type: ignore[misc]
     return [keys.decode_entry(e.decode())[2] for e in queued]

@@ -72,12 +72,12 @@ async def test_a_cut_turn_goes_on_at_the_next_dispatch(db: Any, redis: aioredis.
     dispatch = scripts(redis).dispatch
 
     await dispatch(WATERMARK, 4, QUANTUM)
-    assert await redis.get(KEYS.dispatch_credit) == f"{a}:6".encode()
+    assert await redis.get(KEYS.tenant(1).dispatch_credit) == f"{a}:6".encode()
     await dispatch(WATERMARK, 8, QUANTUM)
 
     # a finished its turn of 10 (4 + 6), then b took the 2 left of that dispatch.
     assert await queued_by_audience(redis) == Counter({a: 10, b: 2})
-    assert await redis.get(KEYS.dispatch_credit) == f"{b}:8".encode()
+    assert await redis.get(KEYS.tenant(1).dispatch_credit) == f"{b}:8".encode()
 
 
 async def test_credit_of_an_audience_no_longer_at_the_head_is_ignored(
@@ -86,7 +86,7 @@ async def test_credit_of_an_audience_no_longer_at_the_head_is_ignored(
     a, b = await new_audience(db, "a"), await new_audience(db, "b")
     await accept(redis, a, [("add", f"p{i}") for i in range(30)])
     await accept(redis, b, [("add", f"q{i}") for i in range(30)])
-    await redis.set(KEYS.dispatch_credit, f"{b}:3")
+    await redis.set(KEYS.tenant(1).dispatch_credit, f"{b}:3")
 
     await scripts(redis).dispatch(WATERMARK, 10, QUANTUM)
 
@@ -104,5 +104,5 @@ async def test_drained_audiences_leave_no_credit_or_turn_behind(
         pass
 
     assert await queued_by_audience(redis) == Counter({a: 7, b: 13})
-    assert await redis.llen(KEYS.active_list) == 0  # type: ignore[misc]
-    assert not await redis.exists(KEYS.dispatch_credit, KEYS.dispatch_turn)
+    assert await redis.llen(KEYS.tenant(1).active_list) == 0  # type: ignore[misc]
+    assert not await redis.exists(KEYS.tenant(1).dispatch_credit, KEYS.dispatch_turn)

@@ -117,7 +117,7 @@ async def test_a_bad_row_goes_to_dead_letters_alone(
         ("cs:1:2", "dead")
     ]
     dead = [msgspec.json.decode(state.outcomes["cs:1:2"].letter, type=DeadLetter)]
-    assert [(d.job_id, d.args) for d in dead] == [("cs:1:2", [a, "bad\x00id", True, 2])]
+    assert [(d.job_id, d.args) for d in dead] == [("cs:1:2", [a, "bad\x00id", True, 2, 1])]
     assert "CharacterNotInRepertoire" in dead[0].error or "encoding" in dead[0].error
 
 

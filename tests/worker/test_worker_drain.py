@@ -158,7 +158,7 @@ async def test_dispatch_keeps_arq_queue_at_the_watermark(
     a = await new_audience(db)
     await accept(redis, a, [("add", f"p{i}") for i in range(2000)])
     shallow = settings.with_changes(
-        rate_limit_per_minute=6000, dispatch_watermark=40, dispatch_batch=15
+        rate_limit_per_minute=0, dispatch_watermark=40, dispatch_batch=15
     )
     dispatcher = Dispatcher(scripts(redis), shallow)
     for _ in range(5):
@@ -178,22 +178,6 @@ async def test_dispatch_keeps_arq_queue_at_the_watermark(
         await drain
     assert max(depths) <= 40
     assert len(await memberships(db, a)) < 2000
-
-
-async def test_watermark_follows_the_rate_in_force(
-    settings: Settings, redis: aioredis.Redis
-) -> None:
-    rate = 1000
-
-    dispatcher = Dispatcher(scripts(redis), settings, rate_per_minute=lambda: rate)
-    # A few seconds of work at the rate, at least a floor, at most the configured watermark.
-    assert dispatcher.watermark() == 50
-    rate = 6000
-    assert dispatcher.watermark() == 300
-    rate = 60_000
-    assert dispatcher.watermark() == settings.dispatch_watermark
-    rate = 0
-    assert dispatcher.watermark() == settings.dispatch_watermark
 
 
 async def test_replicas_take_turns_to_dispatch(
