@@ -212,15 +212,10 @@ async def test_a_clear_leaves_the_active_list_to_the_dispatcher(
     await accept(redis, b, [("add", "y")])
     await clear(db, redis, a)
     # No search of the active list on the request path: the id stays until its turn.
-    assert await redis.lrange(KEYS.tenant(1).active_list, 0, -1) == [
-        str(a).encode(),
-        str(b).encode(),
-    ]  # type: ignore[misc]
+    active = KEYS.tenant(1).active_list
+    assert await redis.lrange(active, 0, -1) == [str(a).encode(), str(b).encode()]  # type: ignore[misc]
     await accept(redis, a, [("add", "z")])
-    assert await redis.lrange(KEYS.tenant(1).active_list, 0, -1) == [
-        str(a).encode(),
-        str(b).encode(),
-    ]  # type: ignore[misc]
+    assert await redis.lrange(active, 0, -1) == [str(a).encode(), str(b).encode()]  # type: ignore[misc]
     await clear(db, redis, a)
     done = await scripts(redis).dispatch(watermark=100, batch=10, quantum=5)
     assert (done.created, done.dropped) == (1, 0)
