@@ -16,6 +16,7 @@ from schemas.status import (
     QueueSnapshot,
     Status,
     StatusCursor,
+    TenantLoad,
     TenantStatus,
     Totals,
     build_status,
@@ -52,9 +53,7 @@ async def read_snapshot(scripts: Scripts, top: int = 0, tenant: int | None = Non
     return await scripts.queue_state(time.time(), ids, page, tenant)
 
 
-async def read_tenants(
-    scripts: Scripts, size: int = TENANTS_SHOWN
-) -> list[tuple[int, Totals, int | None]]:
+async def read_tenants(scripts: Scripts, size: int = TENANTS_SHOWN) -> list[TenantLoad]:
     """The ``size`` tenants with the most pending: each one's totals and the rate its changes
     are dispatched at (None when no worker published one: the reader's settings apply)."""
     page = await scripts.queue_state.busiest_tenants(size)
@@ -71,13 +70,13 @@ async def read_tenants(
         replies = await pipe.execute()
     own, cfg = replies[0], replies[1]
     default = cfg[0] or cfg[1]
-    found = []
+    found: list[TenantLoad] = []
     for i, t in enumerate(ids):
         values, with_work = replies[2 + 2 * i], replies[3 + 2 * i]
         accepted, applied, dropped, dead, pending = (int(v or 0) for v in values)
         totals = Totals(accepted, applied, dropped, dead, pending, int(with_work))
         rate = own[i].split(b":")[0] if own[i] else default
-        found.append((t, totals, int(rate) if rate is not None else None))
+        found.append(TenantLoad(t, totals, int(rate) if rate is not None else None))
     return found
 
 

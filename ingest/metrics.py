@@ -14,8 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from core.metrics import QueueCollector, exposition
-from core.snapshot import read_snapshot
+from core.metrics import exposition, queue_collector
 from ingest.connections import Connections
 from ingest.health import check_dependencies
 from ingest.state import SCRIPTS, SETTINGS, State
@@ -132,10 +131,10 @@ async def serve_metrics(request: web.Request) -> web.Response:
     ]
     try:
         async with asyncio.timeout(SCRAPE_TIMEOUT_S):
-            snapshot = await read_snapshot(app[SCRIPTS], app[SETTINGS].metrics_top_audiences)
+            queue = await queue_collector(app[SCRIPTS], app[SETTINGS])
     except Exception as e:
         # The edge's own metrics still matter (they show the 503s while Redis is down).
         log.warning("queue gauges unavailable: %s", type(e).__name__)
     else:
-        sources.append(QueueCollector(snapshot, app[SETTINGS].rate_limit_per_minute))
+        sources.append(queue)
     return web.Response(body=exposition(*sources), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -156,6 +156,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "and the next"
         ),
     ] = 9090
+    worker_capacity_per_second: Annotated[
+        PositiveFloat,
+        Meta(
+            description="changes one worker replica applies per second with no limit, as "
+            "`make bench` measures it here (worker capacity, 1 process); exported as "
+            "`cohortsync_worker_capacity_changes_per_second` for autoscaling on demand"
+        ),
+    ] = 3000.0
     metrics_top_audiences: Annotated[
         int,
         Meta(

@@ -154,6 +154,31 @@ class TotalsStatus(Base):
     audiences_with_work: int
 
 
+class TenantLoad(NamedTuple):
+    """A tenant with work as the queue holds it: its totals, and the rate the workers
+    dispatch it at (None: none published, the reader's settings apply)."""
+
+    tenant: int
+    totals: Totals
+    rate: int | None
+
+    def rate_per_minute(self, configured: int) -> int:
+        return self.rate if self.rate is not None else configured
+
+
+def demand_per_second(
+    tenants: Iterable[TenantLoad], configured_rate: int, fleet_rate: int = 0
+) -> float:
+    """Changes per second the tenants with work may be applied at: the sum of their rates (one
+    without a limit asks for its pending within a minute), at most the fleet-wide limit. Backlog
+    depth says nothing of the workers needed under rate limits; this does."""
+    demand = 0.0
+    for load in tenants:
+        rate = load.rate_per_minute(configured_rate)
+        demand += (rate if rate > 0 else load.totals.pending) / 60
+    return min(demand, fleet_rate / 60) if fleet_rate > 0 else demand
+
+
 class TenantStatus(Base):
     """One tenant on the fleet's status (the ``ops`` key's view)."""
 

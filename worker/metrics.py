@@ -10,9 +10,8 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from core.metrics import QueueCollector, exposition
+from core.metrics import exposition, queue_collector
 from core.scripts import Scripts
-from core.snapshot import read_snapshot
 from schemas.settings import Settings
 
 # From acceptance at the edge to committed in Postgres: seconds when idle, hours behind a backlog.
@@ -71,6 +70,5 @@ class OutcomeCollector(Collector):
 async def render(metrics: WorkerMetrics, scripts: Scripts, settings: Settings) -> str:
     """The Prometheus text exposition of this replica; the queue's gauges from the snapshot
     every replica and the edge read (``core/snapshot.py``)."""
-    snapshot = await read_snapshot(scripts, settings.metrics_top_audiences)
-    queue = QueueCollector(snapshot, settings.rate_limit_per_minute)
+    queue = await queue_collector(scripts, settings)
     return exposition(metrics.registry, queue).decode()

@@ -21,7 +21,7 @@ from tests.support.status import (
     value,
     wait_until,
 )
-from tests.support.worker import new_audience
+from tests.support.worker import accept, new_audience
 from worker.drain import is_drained
 from worker.metrics import LATENCY_BUCKETS_S, WAIT_BUCKETS_S, WorkerMetrics, render
 from worker.state import STATE_KEY, WorkerState
@@ -194,6 +194,11 @@ async def test_a_worker_exports_its_series_as_dashboards_and_alerts_read_them(
         "cohortsync_pending": "gauge",
         "cohortsync_audiences_with_work": "gauge",
         "cohortsync_queue_changes": "counter",
+        "cohortsync_tenant_pending": "gauge",
+        "cohortsync_tenant_changes": "counter",
+        "cohortsync_tenant_rate_limit_per_minute": "gauge",
+        "cohortsync_demand_changes_per_second": "gauge",
+        "cohortsync_worker_capacity_changes_per_second": "gauge",
     }
     found = samples(text)
     assert not [name for name, _ in found if name.endswith("_created")]
@@ -256,3 +261,37 @@ async def test_only_the_top_audiences_get_a_series_and_the_totals_cover_all(
     assert series == {a: i + 1 for i, a in enumerate(audiences) if i >= 10}
     assert value(found, "cohortsync_pending") == sum(range(1, 31))
     assert value(found, "cohortsync_audiences_with_work") == 30
+
+
+async def test_tenant_series_and_the_demand_workers_scale_on(
+    settings: Settings, db: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    """One series per tenant with work (never per audience), and the demand: the sum of the
+    tenants' rates, a tenant without a limit asking for its pending within a minute, at most
+    the fleet's cap."""
+    a, b, c = [await new_audience(db, n) for n in "abc"]
+    await accept(redis, a, [("add", f"p{i}") for i in range(30)], tenant=2)
+    await accept(redis, b, [("add", f"p{i}") for i in range(20)], tenant=3)
+    await accept(redis, c, [("add", f"p{i}") for i in range(120)], tenant=4)
+    # As the workers publish them (worker/rates.py): 2 at 600/min, 3 at the default, 4 unlimited.
+    await redis.hset(KEYS.tenant_rates, mapping={"2": "600:10", "4": "0:0"})  # type: ignore[misc]
+    await redis.hset(KEYS.config, "workers_rate_per_minute", 1200)  # type: ignore[misc]
+
+    own = settings.with_changes(worker_capacity_per_second=2500.0)
+    found = samples(await render(WorkerMetrics(), scripts(redis), own))
+
+    assert value(found, "cohortsync_tenant_pending", tenant="2") == 30
+    assert value(found, "cohortsync_tenant_pending", tenant="3") == 20
+    assert value(found, "cohortsync_tenant_changes_total", tenant="4", outcome="accepted") == 120
+    assert value(found, "cohortsync_tenant_rate_limit_per_minute", tenant="2") == 600
+    assert value(found, "cohortsync_tenant_rate_limit_per_minute", tenant="3") == 1200
+    assert value(found, "cohortsync_tenant_rate_limit_per_minute", tenant="4") == 0
+    # 600/min + 1200/min + 120 pending within a minute = 10 + 20 + 2 per second.
+    assert value(found, "cohortsync_demand_changes_per_second") == 32
+    assert value(found, "cohortsync_worker_capacity_changes_per_second") == 2500
+    tenants = {dict(labels)["tenant"] for name, labels in found if "tenant" in dict(labels)}
+    assert tenants == {"2", "3", "4"}
+
+    capped = settings.with_changes(fleet_rate_limit_per_minute=600)
+    found = samples(await render(WorkerMetrics(), scripts(redis), capped))
+    assert value(found, "cohortsync_demand_changes_per_second") == 10
