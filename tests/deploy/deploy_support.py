@@ -40,6 +40,11 @@ METRICS: dict[str, frozenset[str]] = {
     "cohortsync_limiter_wait_seconds": frozenset(),
     "cohortsync_rate_limit_per_minute": frozenset(),
     "cohortsync_workers_live": frozenset(),
+    "cohortsync_tenant_pending": frozenset({"tenant"}),
+    "cohortsync_tenant_changes_total": frozenset({"tenant", "outcome"}),
+    "cohortsync_tenant_rate_limit_per_minute": frozenset({"tenant"}),
+    "cohortsync_demand_changes_per_second": frozenset(),
+    "cohortsync_worker_capacity_changes_per_second": frozenset(),
 }
 HISTOGRAMS = frozenset(
     {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import kubernetes_validate
@@ -12,6 +11,7 @@ import pytest
 from ingest.main import SHUTDOWN_TIMEOUT_S
 from tests.deploy.deploy_support import (
     CRD_GROUPS,
+    DEPLOY,
     K8S,
     METRICS,
     Resource,
@@ -174,7 +174,7 @@ def test_disruption_budgets_cover_edge_and_workers() -> None:
         assert allowed >= 1, deployment
 
 
-def test_keda_scaled_object_scales_workers_on_the_backlog() -> None:
+def test_keda_scaled_object_scales_workers_on_demand_not_depth() -> None:
     # kubernetes-validate has no schema for KEDA's CRD: its required fields, checked here.
     scaled = find("ScaledObject", WORKER)
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
@@ -188,8 +188,11 @@ def test_keda_scaled_object_scales_workers_on_the_backlog() -> None:
     assert trigger["type"] == "prometheus"
     metadata = trigger["metadata"]
     assert metadata["serverAddress"].startswith("http")
-    assert int(metadata["threshold"]) > 0
-    assert re.fullmatch(r"max\(cohortsync_queue_depth\{state=\"backlog\"\}\)", metadata["query"])
+    assert 0 < float(metadata["threshold"]) <= 1
+    assert " ".join(metadata["query"].split()) == (
+        "max(cohortsync_demand_changes_per_second)"
+        " / max(cohortsync_worker_capacity_changes_per_second)"
+    )
 
 
 def test_hpa_alternative_scales_the_same_deployment_on_the_same_metric() -> None:
@@ -199,8 +202,12 @@ def test_hpa_alternative_scales_the_same_deployment_on_the_same_metric() -> None
     assert hpa["spec"]["minReplicas"] == scaled["minReplicaCount"]
     assert hpa["spec"]["maxReplicas"] == scaled["maxReplicaCount"]
     (metric,) = hpa["spec"]["metrics"]
-    assert metric["external"]["metric"]["name"] in METRICS
-    assert metric["external"]["metric"]["selector"]["matchLabels"] == {"state": "backlog"}
+    assert metric["external"]["metric"]["name"] == "cohortsync_workers_needed"
+    (adapter,) = load_yaml(DEPLOY / "prometheus" / "adapter-rules.yaml")
+    (rule,) = adapter["rules"]["external"]
+    assert rule["name"]["as"] == "cohortsync_workers_needed"
+    assert rule["name"]["matches"].strip("^$") in METRICS
+    assert "cohortsync_worker_capacity_changes_per_second" in rule["metricsQuery"]
 
 
 def test_prometheus_monitors_select_the_pods_and_ports() -> None:

@@ -51,7 +51,7 @@ def data_expressions() -> list[Expression]:
         rendered = (
             rule["metricsQuery"]
             .replace("<<.Series>>", series)
-            .replace("<<.LabelMatchers>>", f'state="backlog",namespace="{NAMESPACE}"')
+            .replace("<<.LabelMatchers>>", f'namespace="{NAMESPACE}"')
         )
         found.append(Expression("prometheus-adapter metricsQuery", rendered))
     dashboard = json.loads(GRAFANA.read_text())
