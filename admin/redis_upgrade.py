@@ -275,7 +275,8 @@ async def _batches(items: AsyncIterator[T]) -> AsyncIterator[list[T]]:
 Step = Callable[[Redis, Upgrade], Awaitable[Moved]]
 # In this order: a clear is known before the changes it makes stale; the jobs, which left their
 # backlogs' heads before the entries still there, go ahead of those once the backlogs moved; the
-# keys the edge and the worker look for go last; then the namespace's counters join the totals.
+# keys the edge and the worker look for go last; then the keys from before tenants become the
+# default tenant's; then counters from before the aggregates join the totals.
 STEPS: dict[str, Step] = {
     "config": _config,
     "versions": _versions,
@@ -286,6 +287,6 @@ STEPS: dict[str, Step] = {
     "backlogs": _backlogs,
     "jobs": _jobs,
     "finish": _finish,
-    "aggregates": _aggregates,
     "tenants": _tenants,
+    "aggregates": _aggregates,
 }

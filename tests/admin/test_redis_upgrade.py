@@ -12,7 +12,7 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from admin.redis_upgrade import STEPS, legacy_job, old_job_ids
+from admin.redis_upgrade import STEPS, legacy_job, old_job_ids, upgrade_redis
 from core.scripts.upgrade import LegacyKeys, warn_if_pending
 from schemas import keys
 from schemas.jobs import DeadLetter
@@ -20,7 +20,7 @@ from schemas.keys import APPLY_FUNCTION
 from schemas.settings import Settings
 from tests.support.admin import Admin
 from tests.support.redis_keys import KEYS, scripts
-from tests.support.worker import memberships, new_audience, stats
+from tests.support.worker import accept, memberships, new_audience, stats
 from worker.drain import run_until_drained
 
 OLD = LegacyKeys(Settings().queue_name)
@@ -309,3 +309,51 @@ async def test_the_worker_warns_at_start_up_while_the_old_layout_waits(
         await warn_if_pending(upgrade, logging.getLogger("cohortsync.edge"))
         await run_until_drained(unlimited(settings), timeout_s=60)
         assert warnings() == []
+
+
+async def test_migrate_makes_the_keys_from_before_tenants_the_default_tenants(
+    settings: Settings, db: Any, redis: aioredis.Redis
+) -> None:
+    """A deployment stopped with work queued under the namespace's keys from before tenants
+    (one round-robin, one set of aggregates): after migrate it is all the default tenant's,
+    scheduled, counted once, and every change is applied."""
+    a, b = await new_audience(db, "a"), await new_audience(db, "b")
+    await accept(redis, a, [("add", f"p{i}") for i in range(30)])
+    await accept(redis, b, [("add", f"q{i}") for i in range(20)])
+    await scripts(redis).dispatch(watermark=10, batch=10, quantum=5)
+    fleet = await redis.hgetall(KEYS.totals)  # type: ignore[misc]
+    # Back to the layout before tenants: the tenant's keys under their old names, no tenants.
+    t, old = KEYS.tenant(1), scripts(redis).upgrade.pre_tenant
+    for new_name, old_name in (
+        (t.active_list, old.active_list),
+        (t.active_set, old.active_set),
+        (t.audiences_idle, old.audiences_idle),
+    ):
+        if await redis.exists(new_name):
+            await redis.rename(new_name, old_name)
+    await redis.delete(
+        t.totals, t.audiences_pending, KEYS.tenants_due, KEYS.tenants_pending, KEYS.tenants_known
+    )
+    active = await redis.lrange(old.active_list, 0, -1)  # type: ignore[misc]
+    assert active
+
+    moved = await upgrade_redis(scripts(redis))
+    assert moved.active_audiences == len(active)
+    assert await redis.lrange(t.active_list, 0, -1) == active  # type: ignore[misc]
+    assert not await redis.exists(old.active_list, old.active_set, old.audiences_idle)
+    own = await redis.hgetall(t.totals)  # type: ignore[misc]
+    assert own == fleet
+    assert await redis.zrange(t.audiences_pending, 0, -1, withscores=True) == (
+        await redis.zrange(KEYS.audiences_pending, 0, -1, withscores=True)
+    )
+    assert await redis.zscore(KEYS.tenants_pending, "1") == 50
+    assert await redis.zscore(KEYS.tenants_due, "1") is not None
+    # Run again: nothing moves, nothing counts twice.
+    again = await upgrade_redis(scripts(redis))
+    assert again.active_audiences == 0
+    assert await redis.hgetall(t.totals) == own  # type: ignore[misc]
+
+    await run_until_drained(settings.with_changes(rate_limit_per_minute=0), timeout_s=60)
+    assert len(await memberships(db, a)) == 30
+    assert len(await memberships(db, b)) == 20
+    assert int(await redis.hget(t.totals, "applied")) == 50  # type: ignore[misc]

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from ingest.services.audiences import clear_or_delete
 from schemas import keys
-from schemas.keys import STATS_IN_TOTALS
+from schemas.keys import STATS_IN_TOTALS, STATS_TENANT
 from tests.support.redis_keys import KEYS, scripts
 from worker.sweeper import sweep_once
 
@@ -80,4 +80,5 @@ async def memberships(db: Any, audience_id: int) -> dict[str, tuple[bool, int]]:
 async def stats(redis: aioredis.Redis, audience_id: int) -> dict[str, int]:
     """An audience's counters, without the mark that they are in the totals."""
     raw = await redis.hgetall(KEYS.stats(audience_id))  # type: ignore[misc]
-    return {k.decode(): int(v) for k, v in raw.items() if k.decode() != STATS_IN_TOTALS}
+    marks = (STATS_IN_TOTALS, STATS_TENANT)
+    return {k.decode(): int(v) for k, v in raw.items() if k.decode() not in marks}
