@@ -9,9 +9,11 @@ import asyncpg
 import msgspec
 
 from admin.connections import connect
-from admin.errors import AdminError
+from admin.errors import AdminError, UsageError
 from admin.output import PROG, table, when
+from admin.tenants import find_tenant
 from schemas import apikeys
+from schemas.keys import DEFAULT_TENANT
 from schemas.settings import Settings
 
 
@@ -23,26 +25,35 @@ class CreatedKey(msgspec.Struct, frozen=True):
 
 
 async def insert_key(
-    db: asyncpg.Pool | asyncpg.Connection, name: str, scope: str | None = None
+    db: asyncpg.Pool | asyncpg.Connection,
+    name: str,
+    scope: str | None = None,
+    tenant: int | None = DEFAULT_TENANT,
 ) -> CreatedKey:
-    """Store a new API key's hash and return the key, which is never stored."""
+    """Store a new API key of ``tenant`` (None for an ``ops`` key, which belongs to none) and
+    return the key, which is never stored: only its hash."""
     key = apikeys.new_key()
     key_id: int = await db.fetchval(
-        """INSERT INTO api_keys (name, key_hash, key_prefix, scope)
-           VALUES ($1, $2, $3, $4) RETURNING id""",
+        """INSERT INTO api_keys (name, key_hash, key_prefix, scope, tenant_id)
+           VALUES ($1, $2, $3, $4, $5) RETURNING id""",
         name,
         apikeys.hash_key(key),
         apikeys.shown_part(key),
         scope,
+        None if scope == apikeys.OPS else tenant,
     )
     return CreatedKey(id=key_id, key=key, prefix=apikeys.shown_part(key))
 
 
-async def create_key(database_url: str, name: str, scope: str | None = None) -> CreatedKey:
-    """``insert_key`` on a connection of its own."""
+async def create_key(
+    database_url: str, name: str, scope: str | None = None, tenant: str | None = None
+) -> CreatedKey:
+    """``insert_key`` on a connection of its own, for the tenant ``tenant`` names (hostname;
+    None: the default tenant)."""
     conn = await connect(database_url)
     try:
-        return await insert_key(conn, name, scope)
+        tenant_id = DEFAULT_TENANT if tenant is None else (await find_tenant(conn, tenant)).id
+        return await insert_key(conn, name, scope, tenant_id)
     finally:
         await conn.close()
 
@@ -58,19 +69,23 @@ async def create_command(settings: Settings, args: argparse.Namespace) -> int:
     name = args.name.strip()
     if not name:
         raise AdminError("the key name must not be empty")
+    if args.scope == apikeys.OPS and args.tenant is not None:
+        raise UsageError("an ops key belongs to no tenant: give --scope ops without --tenant")
     # NULL in the database means every surface.
     scope = None if args.scope == apikeys.ALL else args.scope
-    created = await create_key(settings.database_url, name, scope)
+    created = await create_key(settings.database_url, name, scope, args.tenant)
+    owner = "no tenant" if args.scope == apikeys.OPS else f"tenant {args.tenant or 'default'}"
     if sys.stdout.isatty():
         print(
-            f"created API key {created.id} {name!r} (prefix {created.prefix}, scope: {args.scope})"
+            f"created API key {created.id} {name!r} (prefix {created.prefix}, scope: "
+            f"{args.scope}, {owner})"
         )
         print("the key is shown only now; store it:")
         print(created.key)
     else:
         # Scripts capture stdout: the key alone on it, the rest on stderr.
         print(created.key)
-        print(f"created API key {created.id} {name!r}", file=sys.stderr)
+        print(f"created API key {created.id} {name!r} ({owner})", file=sys.stderr)
     return 0
 
 
@@ -111,7 +126,9 @@ async def list_command(settings: Settings, args: argparse.Namespace) -> int:
     conn = await connect(settings.database_url)
     try:
         rows = await conn.fetch(
-            "SELECT id, name, key_prefix, scope, created_at, revoked_at FROM api_keys ORDER BY id"
+            """SELECT k.id, k.name, k.key_prefix, k.scope, t.hostname, k.created_at,
+                   k.revoked_at
+               FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant_id ORDER BY k.id"""
         )
     finally:
         await conn.close()
@@ -124,10 +141,11 @@ async def list_command(settings: Settings, args: argparse.Namespace) -> int:
             r["name"],
             r["key_prefix"],
             r["scope"] or "*",
+            r["hostname"] or "-",
             when(r["created_at"]),
             when(r["revoked_at"]) if r["revoked_at"] else "-",
         ]
         for r in rows
     ]
-    print(table(["id", "name", "prefix", "scope", "created", "revoked"], found))
+    print(table(["id", "name", "prefix", "scope", "tenant", "created", "revoked"], found))
     return 0

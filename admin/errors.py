@@ -15,6 +15,15 @@ from schemas.settings import Settings
 class AdminError(Exception):
     """An expected failure: reported as one line on stderr, exit code 1."""
 
+    exit_code = 1
+
+
+class UsageError(AdminError):
+    """A command asked for something that cannot be (an unknown tenant, a hostname taken, a
+    number out of range): one line on stderr, exit code 2, as argparse answers a bad argument."""
+
+    exit_code = 2
+
 
 def explain(error: BaseException, settings: Settings) -> str | None:
     """One line for an expected failure (a service unreachable, no tables yet), else None."""

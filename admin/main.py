@@ -9,9 +9,9 @@ import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
-from admin import api_keys, deadletters, rate, simulate, status
+from admin import api_keys, deadletters, rate, simulate, status, tenants
 from admin.connections import describe_url, redis_client, scripts
-from admin.errors import explain
+from admin.errors import AdminError, explain
 from admin.output import PROG
 from admin.redis_upgrade import upgrade_redis
 from core.migrations import migrate
@@ -21,7 +21,7 @@ from schemas.status import DEFAULT_STATUS_PAGE_SIZE, MAX_STATUS_PAGE_SIZE
 
 
 async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    applied = await migrate(settings.database_url)
+    applied = await migrate(settings.database_url, default_account_id=settings.account_id)
     where = describe_url(settings.database_url)
     if applied:
         print(f"applied migrations {', '.join(map(str, applied))} to {where}")
@@ -41,6 +41,7 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 COMMANDS: dict[str, Command] = {
     "migrate": _migrate,
+    "tenant": tenants.command,
     "create-key": api_keys.create_command,
     "revoke-key": api_keys.revoke_command,
     "list-keys": api_keys.list_command,
@@ -71,8 +72,8 @@ def _non_negative(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Operate cohortsync: schema, API keys, the shared rate limit, queue status, "
-        "a simulated Amplitude sync.",
+        description="Operate cohortsync: schema, tenants, API keys, the shared rate limit, "
+        "queue status, a simulated Amplitude sync.",
         epilog="Connection settings come from COHORTSYNC_DATABASE_URL and COHORTSYNC_REDIS_URL "
         "(see README.md for every COHORTSYNC_* variable).",
     )
@@ -85,20 +86,28 @@ def build_parser() -> argparse.ArgumentParser:
         "letters, counters) under COHORTSYNC_QUEUE_NAME's namespace. Safe to run from several "
         "processes at once, to interrupt and to repeat.",
     )
+    tenants.add_parser(sub)
     p = sub.add_parser(
         "create-key",
         help="create an API key and print it once",
-        description="Create an API key for the Authorization: ApiKey-v1 <key> header. The key is "
-        "printed once and only its SHA-256 hash is stored. When stdout is not a terminal, stdout "
-        "holds only the key, so `KEY=$(cohortsync-admin create-key ci)` captures it.",
+        description="Create an API key for the Authorization: ApiKey-v1 <key> header, for one "
+        "tenant: it sees only that tenant's audiences and profiles. The key is printed once "
+        "and only its SHA-256 hash is stored. When stdout is not a terminal, stdout holds only "
+        "the key, so `KEY=$(cohortsync-admin create-key ci)` captures it.",
     )
     p.add_argument("name", metavar="NAME", help="who or what uses the key, e.g. amplitude-prod")
+    p.add_argument(
+        "--tenant",
+        metavar="HOSTNAME",
+        help="the tenant the key belongs to (default: the default tenant; none for --scope ops)",
+    )
     p.add_argument(
         "--scope",
         choices=list(SCOPES),
         default="all",
         help="what the key may call: all (default), cdp (the /cdp/ endpoints and the Amplitude "
-        "webhook), integration (the /v2/ Integration API), read (the /v1/ read API)",
+        "webhook), integration (the /v2/ Integration API), read (the /v1/ read API), ops (no "
+        "tenant: /v1/status of every tenant, and nothing else)",
     )
     p = sub.add_parser(
         "revoke-key",
@@ -110,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "list-keys",
         help="list API keys (never the keys themselves)",
-        description="List API keys: id, name, prefix, scope, when created and when revoked.",
+        description="List API keys: id, name, prefix, scope, tenant, when created and when "
+        "revoked.",
     )
     p = sub.add_parser(
         "set-rate",
@@ -200,8 +210,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         message = explain(e, settings)
         if message is None:
             raise
+        code = e.exit_code if isinstance(e, AdminError) else 1
     print(f"{PROG}: {message}", file=sys.stderr)
-    return 1
+    return code
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from importlib import resources
 import asyncpg
 import msgspec
 
+from schemas.keys import DEFAULT_TENANT
+
 # Any constant works; it serialises concurrent migrators on one database.
 _LOCK_ID = 0x636F686F7274  # "cohort"
 
@@ -28,8 +30,12 @@ def all_migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-async def migrate(database_url: str) -> list[int]:
-    """Apply every migration not yet applied; returns the versions applied now."""
+async def migrate(database_url: str, *, default_account_id: int | None = None) -> list[int]:
+    """Apply every migration not yet applied; returns the versions applied now.
+
+    ``default_account_id`` (``COHORTSYNC_ACCOUNT_ID``, given by ``cohortsync-admin migrate``
+    and ``make run``) becomes the default tenant's account id, as the edges used it before
+    tenants existed: changing the variable and migrating changes it."""
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
@@ -53,6 +59,12 @@ async def migrate(database_url: str) -> list[int]:
                         m.name,
                     )
                 applied.append(m.version)
+            if default_account_id is not None:
+                await conn.execute(
+                    "UPDATE tenants SET account_id = $1 WHERE id = $2 AND account_id <> $1",
+                    default_account_id,
+                    DEFAULT_TENANT,
+                )
             return applied
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)

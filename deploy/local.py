@@ -122,7 +122,7 @@ async def _run(settings: Settings, env: Mapping[str, str], services: Mapping[str
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     try:
-        applied = await migrate(settings.database_url)
+        applied = await migrate(settings.database_url, default_account_id=settings.account_id)
         if applied:
             _say(f"applied migrations {', '.join(map(str, applied))}")
         key = (await create_key(settings.database_url, "local")).key

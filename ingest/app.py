@@ -12,7 +12,16 @@ from aiohttp import web
 from core.scripts import Scripts
 from ingest import connections, logs, metrics, redisclient
 from ingest.errors import error_middleware
-from ingest.state import API_KEYS, DB, LIVE_AUDIENCES, REDIS, SCRIPTS, SETTINGS, TtlCache
+from ingest.state import (
+    API_KEYS,
+    DB,
+    LIVE_AUDIENCES,
+    REDIS,
+    SCRIPTS,
+    SETTINGS,
+    TENANT_HOSTNAMES,
+    TtlCache,
+)
 from ingest.surfaces import amplitude, cdp, integration, ops, read
 from schemas.keys import Keys
 from schemas.settings import Settings
@@ -100,4 +109,5 @@ def _root(settings: Settings, edge_metrics: metrics.EdgeMetrics, listener: str) 
     app.on_response_prepare.append(logs.echo_request_id)
     app[API_KEYS] = TtlCache()
     app[LIVE_AUDIENCES] = TtlCache()
+    app[TENANT_HOSTNAMES] = TtlCache()
     return app

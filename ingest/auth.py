@@ -1,5 +1,5 @@
-"""``Authorization: ApiKey-v1 <key>`` on every API surface, checked against hashed keys, and the
-scopes each surface takes."""
+"""``Authorization: ApiKey-v1 <key>`` on every API surface, checked against hashed keys, the
+scopes each surface takes, and the tenant a key belongs to."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from aiohttp.typedefs import Middleware
 
 from ingest import store
 from ingest.errors import ApiError, Handler, Unauthorized
-from ingest.state import API_KEY, API_KEYS, DB, MISS, SETTINGS, ApiKey, State
-from schemas.apikeys import ALL, hash_key
+from ingest.state import API_KEY, API_KEYS, DB, MISS, SETTINGS, ApiKey, State, Tenant
+from schemas.apikeys import ALL, OPS, hash_key
 
 SCHEME = "apikey-v1"
 # Unknown keys are remembered briefly: enough to shed a retry storm, short enough that a key
@@ -43,7 +43,12 @@ async def authenticate(state: State, header: str | None) -> ApiKey:
     found = cache.get(key_hash, now)
     if found is MISS:
         row = await store.find_api_key(state[DB], key_hash)
-        found = ApiKey(row["id"], row["scope"]) if row is not None else None
+        found = None
+        if row is not None:
+            tenant = None
+            if row["tenant_id"] is not None:
+                tenant = Tenant(row["tenant_id"], row["hostname"], row["account_id"])
+            found = ApiKey(row["id"], row["scope"], tenant)
         ttl_s = state[SETTINGS].auth_cache_ttl_s if found is not None else NEGATIVE_TTL_S
         cache.put(key_hash, found, ttl_s, now)
     if found is None:
@@ -61,6 +66,19 @@ def check_scope(key: ApiKey, scopes: frozenset[str]) -> None:
             f"A key with scope '{scope}' may call only other endpoints: this one takes {taken}",
             parameter="Authorization",
         )
+
+
+def tenant_of(request: web.Request) -> Tenant:
+    """The tenant of the request's key: every query of a tenant's data is scoped by it. An
+    ``ops`` key, which belongs to none, is refused (403)."""
+    tenant = request[API_KEY].tenant
+    if tenant is None:
+        raise Forbidden(
+            "API key not allowed here",
+            f"A key with scope '{OPS}' belongs to no tenant: it may read only /v1/status",
+            parameter="Authorization",
+        )
+    return tenant
 
 
 def key_required(*scopes: str) -> Middleware:

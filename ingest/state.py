@@ -53,11 +53,21 @@ class TtlCache(Generic[K, V]):
         self._entries.pop(key, None)
 
 
+class Tenant(msgspec.Struct, frozen=True):
+    """The Talon.One deployment an API key belongs to (a ``tenants`` row)."""
+
+    id: int
+    hostname: str
+    account_id: int
+
+
 class ApiKey(msgspec.Struct, frozen=True):
-    """The API key a request authenticated with; ``scope`` None means every surface."""
+    """The API key a request authenticated with; ``scope`` None means every surface.
+    ``tenant`` is None only for an ``ops`` key, which reads every tenant's status."""
 
     id: int
     scope: str | None
+    tenant: Tenant | None
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -67,8 +77,12 @@ REDIS = web.AppKey("redis", aioredis.Redis)
 SCRIPTS = web.AppKey("scripts", Scripts)
 # Key hash -> the key, or None for an unknown or revoked key (cached briefly).
 API_KEYS = web.AppKey("api_keys", TtlCache[bytes, ApiKey | None])
-# Audience ids known to be live; only positive answers are cached.
-LIVE_AUDIENCES = web.AppKey("live_audiences", TtlCache[int, bool])
+# (tenant id, audience id) known to be a live audience of that tenant; only positive answers
+# are cached.
+LIVE_AUDIENCES = web.AppKey("live_audiences", TtlCache[tuple[int, int], bool])
+# Hostname -> the id of the tenant it names, or None (for the default tenant's keys, which may
+# send any destination-hostname but another tenant's).
+TENANT_HOSTNAMES = web.AppKey("tenant_hostnames", TtlCache[str, int | None])
 
 API_KEY = web.RequestKey("api_key", ApiKey)
 

@@ -1,8 +1,9 @@
-"""The SQL the edge runs: API keys, audiences, and the read API's queries."""
+"""The SQL the edge runs: API keys, audiences, and the read API's queries; every audience query
+is scoped by the tenant of the request's key."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC
 from typing import TypeVar
 
@@ -19,10 +20,20 @@ _AUDIENCE_COLUMNS = """a.id, a.account_id, a.name, a.description, a.sandbox, a.i
 
 
 async def find_api_key(pool: asyncpg.Pool, key_hash: bytes) -> asyncpg.Record | None:
-    """The live key with this hash: ``id`` and ``scope``."""
+    """The live key with this hash: ``id``, ``scope`` and its tenant's ``tenant_id``,
+    ``hostname`` and ``account_id`` (NULL for an ``ops`` key)."""
     return await pool.fetchrow(
-        "SELECT id, scope FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", key_hash
+        """SELECT k.id, k.scope, k.tenant_id, t.hostname, t.account_id
+           FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant_id
+           WHERE k.key_hash = $1 AND k.revoked_at IS NULL""",
+        key_hash,
     )
+
+
+async def tenant_named(pool: asyncpg.Pool, hostname: str) -> int | None:
+    """The id of the tenant ``hostname`` (lower-case) names, if any."""
+    found: int | None = await pool.fetchval("SELECT id FROM tenants WHERE hostname = $1", hostname)
+    return found
 
 
 def given(value: T | UnsetType) -> T | None:
@@ -31,17 +42,18 @@ def given(value: T | UnsetType) -> T | None:
 
 
 async def create_audience(
-    conn: asyncpg.Pool | asyncpg.Connection, account_id: int, new: NewAudience
+    conn: asyncpg.Pool | asyncpg.Connection, tenant: int, account_id: int, new: NewAudience
 ) -> asyncpg.Record:
-    """Insert an audience; raises ``asyncpg.UniqueViolationError`` for a live duplicate
-    integration + integrationId."""
+    """Insert an audience of ``tenant``; raises ``asyncpg.UniqueViolationError`` for a live
+    duplicate integration + integrationId in that tenant."""
     last_update = given(new.last_update)
     if last_update is not None and last_update.tzinfo is None:
         last_update = last_update.replace(tzinfo=UTC)
     row = await conn.fetchrow(
-        f"""INSERT INTO audiences AS a (account_id, name, description, sandbox, integration,
-                integration_id, created_in_3rd_party, subscribed_applications_ids, last_update)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        f"""INSERT INTO audiences AS a (tenant_id, account_id, name, description, sandbox,
+                integration, integration_id, created_in_3rd_party, subscribed_applications_ids,
+                last_update)
+            VALUES ($10, $1, $2, $3, $4, $5, $6, $7, $8, $9)
             RETURNING {_AUDIENCE_COLUMNS}""",
         account_id,
         new.name,
@@ -52,147 +64,114 @@ async def create_audience(
         given(new.created_in_3rd_party),
         given(new.subscribed_applications_ids),
         last_update,
+        tenant,
     )
     assert row is not None
     return row
 
 
-async def live_audience(
-    conn: asyncpg.Pool | asyncpg.Connection, audience_id: int
-) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        f"SELECT {_AUDIENCE_COLUMNS} FROM audiences a WHERE id = $1 AND deleted_at IS NULL",
-        audience_id,
-    )
-
-
 async def live_audience_by_integration(
-    conn: asyncpg.Pool | asyncpg.Connection, integration: str | None, integration_id: str
+    conn: asyncpg.Pool | asyncpg.Connection,
+    tenant: int,
+    integration: str | None,
+    integration_id: str,
 ) -> asyncpg.Record | None:
-    """The live audience a third party knows by ``integration_id`` (the unique index's lookup)."""
+    """The tenant's live audience a third party knows by ``integration_id`` (the unique
+    index's lookup)."""
     return await conn.fetchrow(
         f"""SELECT {_AUDIENCE_COLUMNS} FROM audiences a
-            WHERE coalesce(integration, '') = coalesce($1, '') AND integration_id = $2
-              AND deleted_at IS NULL""",
+            WHERE tenant_id = $3 AND coalesce(integration, '') = coalesce($1, '')
+              AND integration_id = $2 AND deleted_at IS NULL""",
         integration,
         integration_id,
+        tenant,
     )
 
 
 async def live_audiences_by_integration(
-    pool: asyncpg.Pool, integration: str | None, integration_ids: Sequence[str]
+    pool: asyncpg.Pool, tenant: int, integration: str | None, integration_ids: Sequence[str]
 ) -> dict[str, int]:
-    """integrationId -> id of the live audiences a third party knows by those ids, in one query."""
+    """integrationId -> id of the tenant's live audiences a third party knows by those ids, in
+    one query."""
     rows = await pool.fetch(
         """SELECT id, integration_id FROM audiences
-           WHERE coalesce(integration, '') = coalesce($1, '') AND integration_id = ANY($2::text[])
-             AND deleted_at IS NULL""",
+           WHERE tenant_id = $3 AND coalesce(integration, '') = coalesce($1, '')
+             AND integration_id = ANY($2::text[]) AND deleted_at IS NULL""",
         integration,
         integration_ids,
+        tenant,
     )
     return {r["integration_id"]: int(r["id"]) for r in rows}
 
 
 async def update_audience(
     conn: asyncpg.Pool | asyncpg.Connection,
+    tenant: int,
     audience_id: int,
     name: str,
     subscribed_applications_ids: list[int] | None = None,
 ) -> asyncpg.Record | None:
-    """Rename a live audience (and replace its applications when given); None if there is none."""
+    """Rename a live audience of the tenant (and replace its applications when given); None if
+    it has none such."""
     return await conn.fetchrow(
         f"""UPDATE audiences AS a
             SET name = $2,
                 subscribed_applications_ids = coalesce($3, subscribed_applications_ids)
-            WHERE id = $1 AND deleted_at IS NULL
+            WHERE id = $1 AND tenant_id = $4 AND deleted_at IS NULL
             RETURNING {_AUDIENCE_COLUMNS}""",
         audience_id,
         name,
         subscribed_applications_ids,
+        tenant,
     )
 
 
 async def merge_attributes(
-    conn: asyncpg.Pool | asyncpg.Connection, audience_id: int, attributes_json: str
+    conn: asyncpg.Pool | asyncpg.Connection, tenant: int, audience_id: int, attributes_json: str
 ) -> bool:
-    """Merge attributes (a JSON object) into a live audience's; False if there is none."""
+    """Merge attributes (a JSON object) into a live audience's of the tenant; False if it has
+    none such."""
     done = await conn.fetchval(
         """UPDATE audiences SET attributes = coalesce(attributes, '{}'::jsonb) || $2::jsonb
-           WHERE id = $1 AND deleted_at IS NULL RETURNING true""",
+           WHERE id = $1 AND tenant_id = $3 AND deleted_at IS NULL RETURNING true""",
         audience_id,
         attributes_json,
+        tenant,
     )
     return bool(done)
 
 
-# A clear locks only the audience row, the last row every writer of memberships locks
-# (worker/applier.py, the count triggers of migration 0005), so it waits for no one holding a
-# membership row. It takes its version while holding that lock: every batch that committed before
-# holds older changes only (so the count starts again from 0), and every later one counts its rows
-# against the new cleared_version.
-_LOCK_LIVE_SQL = """SELECT cleared_version FROM audiences
-    WHERE id = $1 AND deleted_at IS NULL FOR NO KEY UPDATE"""
-_CLEAR_SQL = """UPDATE audiences
-    SET members_count = CASE WHEN $2 > cleared_version THEN 0 ELSE members_count END,
-        cleared_version = greatest(cleared_version, $2),
-        deleted_at = CASE WHEN $3 THEN now() END,
-        last_update = now()
-    WHERE id = $1"""
-# Every row of a deleted audience goes; of a cleared one, those the clear superseded.
-_SWEEP_SQL = """INSERT INTO membership_sweeps AS s (audience_id, up_to_version)
-    VALUES ($1, CASE WHEN $3 THEN 9223372036854775807 ELSE $2 END)
-    ON CONFLICT (audience_id) DO UPDATE
-    SET up_to_version = greatest(s.up_to_version, EXCLUDED.up_to_version), after_profile_id = ''"""
-
-
-async def clear_audience(
-    conn: asyncpg.Connection,
-    audience_id: int,
-    take_version: Callable[[], Awaitable[int]],
-    *,
-    delete: bool,
-) -> int | None:
-    """Supersede every membership of a live audience (and delete it when asked) in O(1): its
-    ``cleared_version`` goes to a version from ``take_version`` and its count to 0; the
-    superseded rows are left to the workers' sweeper. The version, or None if the audience is
-    unknown or already deleted."""
-    async with conn.transaction():
-        if await conn.fetchval(_LOCK_LIVE_SQL, audience_id) is None:
-            return None
-        version = await take_version()
-        await conn.execute(_CLEAR_SQL, audience_id, version, delete)
-        await conn.execute(_SWEEP_SQL, audience_id, version, delete)
-    return version
-
-
-async def live_audience_ids(pool: asyncpg.Pool, ids: Sequence[int]) -> list[int]:
-    """Which of ``ids`` are live audiences, in one query."""
+async def live_audience_ids(pool: asyncpg.Pool, tenant: int, ids: Sequence[int]) -> list[int]:
+    """Which of ``ids`` are live audiences of the tenant, in one query."""
     rows = await pool.fetch(
-        "SELECT id FROM audiences WHERE id = ANY($1::bigint[]) AND deleted_at IS NULL", ids
+        """SELECT id FROM audiences
+           WHERE id = ANY($1::bigint[]) AND tenant_id = $2 AND deleted_at IS NULL""",
+        ids,
+        tenant,
     )
     return [int(r["id"]) for r in rows]
 
 
-# The read API's pages: ``members_count`` and ``audience_totals`` are kept by migration 0005's
-# triggers, so no page counts rows. A page is either ``skip`` rows in (OFFSET: its cost grows
-# with ``skip``) or the rows after a key (``after``: through an index, whatever the position).
-# One row more than asked for says whether there are more.
+# The read API's pages: ``members_count`` and ``tenants.live_audiences`` are kept by the
+# triggers of migrations 0005 and 0006, so no page counts rows. A page is either ``skip`` rows
+# in (OFFSET: its cost grows with ``skip``) or the rows after a key (``after``: through an index,
+# whatever the position). One row more than asked for says whether there are more.
 
 AUDIENCE_PAGE_SQL = f"""SELECT {_AUDIENCE_COLUMNS}, a.attributes::text AS attributes,
         a.members_count
-    FROM audiences a WHERE a.deleted_at IS NULL AND a.id > $3
+    FROM audiences a WHERE a.tenant_id = $4 AND a.deleted_at IS NULL AND a.id > $3
     ORDER BY a.id LIMIT $1 OFFSET $2"""
 
 
 async def audience_page(
-    pool: asyncpg.Pool, limit: int, *, skip: int = 0, after: int = 0
+    pool: asyncpg.Pool, tenant: int, limit: int, *, skip: int = 0, after: int = 0
 ) -> tuple[int, list[asyncpg.Record]]:
-    """(number of live audiences, up to ``limit + 1`` of them from the position asked for,
-    with ``members_count`` and ``attributes``)."""
+    """(number of the tenant's live audiences, up to ``limit + 1`` of them from the position
+    asked for, with ``members_count`` and ``attributes``)."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        total = await conn.fetchval("SELECT live FROM audience_totals")
-        rows = await conn.fetch(AUDIENCE_PAGE_SQL, limit + 1, skip, after)
-    return total, rows
+        total = await conn.fetchval("SELECT live_audiences FROM tenants WHERE id = $1", tenant)
+        rows = await conn.fetch(AUDIENCE_PAGE_SQL, limit + 1, skip, after, tenant)
+    return total or 0, rows
 
 
 # Reads the memberships_members index (audience_id, profile_id, WHERE member) in page order.
@@ -202,14 +181,23 @@ MEMBER_PAGE_SQL = """SELECT profile_id, updated_at FROM current_memberships
 
 
 async def member_page(
-    pool: asyncpg.Pool, audience_id: int, limit: int, *, skip: int = 0, after: str = ""
+    pool: asyncpg.Pool,
+    tenant: int,
+    audience_id: int,
+    limit: int,
+    *,
+    skip: int = 0,
+    after: str = "",
 ) -> tuple[int, list[asyncpg.Record]] | None:
     """(number of current members, up to ``limit + 1`` of ``profile_id, updated_at`` ordered
-    by profile id, from the position asked for), or None when the audience is not live."""
+    by profile id, from the position asked for), or None when the audience is not a live one
+    of the tenant."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
         total = await conn.fetchval(
-            "SELECT members_count FROM audiences WHERE id = $1 AND deleted_at IS NULL",
+            """SELECT members_count FROM audiences
+               WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL""",
             audience_id,
+            tenant,
         )
         if total is None:
             return None
@@ -217,14 +205,17 @@ async def member_page(
     return total, rows
 
 
-# Reads the memberships_profile index (profile_id, WHERE member), then each audience by its key.
+# Reads the memberships_profile index (profile_id, WHERE member), then each audience by its key;
+# the same profile id in another tenant is another profile.
 PROFILE_AUDIENCES_SQL = """SELECT a.id, a.name FROM current_memberships c
     JOIN audiences a ON a.id = c.audience_id
-    WHERE c.profile_id = $1
+    WHERE c.profile_id = $1 AND a.tenant_id = $2
     ORDER BY a.id"""
 
 
-async def profile_audiences(pool: asyncpg.Pool, profile_id: str) -> list[asyncpg.Record]:
-    """The live audiences ``profile_id`` is a current member of: ``id, name``."""
-    rows: list[asyncpg.Record] = await pool.fetch(PROFILE_AUDIENCES_SQL, profile_id)
+async def profile_audiences(
+    pool: asyncpg.Pool, tenant: int, profile_id: str
+) -> list[asyncpg.Record]:
+    """The tenant's live audiences ``profile_id`` is a current member of: ``id, name``."""
+    rows: list[asyncpg.Record] = await pool.fetch(PROFILE_AUDIENCES_SQL, profile_id, tenant)
     return rows

@@ -26,6 +26,9 @@ def shown_part(key: str) -> str:
 
 # What a key may call (api_keys.scope; NULL is "all"): every API surface, or the surfaces that
 # name its scope. A scope no surface names, e.g. one written into the database by hand, allows
-# nothing.
+# nothing. Every key belongs to one tenant (api_keys.tenant_id) and sees only its data, but an
+# ``ops`` key: it belongs to none, reads the status of every tenant, and every tenant's surface
+# refuses it (403).
 ALL = "all"
-SCOPES = (ALL, "cdp", "integration", "read")
+OPS = "ops"
+SCOPES = (ALL, "cdp", "integration", "read", OPS)

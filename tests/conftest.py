@@ -16,7 +16,9 @@ import redis.asyncio as aioredis
 
 from core.migrations import migrate
 from deploy import embedded
+from schemas.keys import DEFAULT_TENANT
 from schemas.settings import Settings
+from schemas.tenants import DEFAULT_HOSTNAME
 from tests.support.admin import Admin, admin_runner
 from tests.support.edge import Client, create_key, running_edge
 
@@ -113,6 +115,13 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     await pool.execute(
         "TRUNCATE memberships, audiences, api_keys, profile_attributes RESTART IDENTITY CASCADE"
+    )
+    # The default tenant alone, as migrated, and the next one added gets id 2.
+    await pool.execute(
+        f"""DELETE FROM tenants WHERE id <> {DEFAULT_TENANT};
+            UPDATE tenants SET hostname = '{DEFAULT_HOSTNAME}', account_id = 1,
+                rate_per_minute = NULL, burst = NULL;
+            SELECT setval('tenants_id_seq', {DEFAULT_TENANT})"""
     )
     yield pool
     await pool.close()

@@ -8,10 +8,10 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from core.scripts import Scripts
+from core.clears import clear_or_delete
 from ingest import store
 from ingest.errors import Conflict, NotFound
-from ingest.state import DB, LIVE_AUDIENCES, SCRIPTS, SETTINGS, State
+from ingest.state import DB, LIVE_AUDIENCES, SCRIPTS, SETTINGS, State, Tenant
 from schemas.talon import Audience, NewAudience
 
 
@@ -33,7 +33,8 @@ def audience_from_row(row: asyncpg.Record) -> Audience:
 
 
 def audience_not_found(audience_id: int) -> NotFound:
-    """404 for an audience named in the path that is unknown or deleted."""
+    """404 for an audience named in the path that is unknown or deleted (or another tenant's:
+    the same answer, so nothing tells that it exists)."""
     return NotFound(
         "Audience not found",
         f"Audience {audience_id} does not exist or was deleted",
@@ -41,11 +42,12 @@ def audience_not_found(audience_id: int) -> NotFound:
     )
 
 
-async def create_audience(app: State, new: NewAudience) -> Audience:
-    """Create an audience, synchronously in Postgres; ``Conflict`` (409) when a live audience
-    already has this integration + integrationId."""
+async def create_audience(app: State, tenant: Tenant, new: NewAudience) -> Audience:
+    """Create an audience of ``tenant`` (reporting its account id), synchronously in Postgres;
+    ``Conflict`` (409) when a live audience of the tenant already has this integration +
+    integrationId."""
     try:
-        row = await store.create_audience(app[DB], app[SETTINGS].account_id, new)
+        row = await store.create_audience(app[DB], tenant.id, tenant.account_id, new)
     except asyncpg.UniqueViolationError as e:
         raise Conflict(
             "Audience already exists",
@@ -54,61 +56,55 @@ async def create_audience(app: State, new: NewAudience) -> Audience:
             pointer="/integrationId",
         ) from e
     audience = audience_from_row(row)
-    app[LIVE_AUDIENCES].put(audience.id, True, app[SETTINGS].audience_cache_ttl_s, time.monotonic())
+    cache_ttl_s = app[SETTINGS].audience_cache_ttl_s
+    app[LIVE_AUDIENCES].put((tenant.id, audience.id), True, cache_ttl_s, time.monotonic())
     return audience
 
 
-async def clear_or_delete(
-    pool: asyncpg.Pool, scripts: Scripts, audience_id: int, *, delete: bool
-) -> int | None:
-    """Remove every member of a live audience (and the audience itself when ``delete``), in
-    O(1): the rows go later, swept by the workers; the clear's version, or None when the
-    audience is unknown or deleted.
-
-    Order matters (ARCHITECTURE.md): take a version after every change accepted so far, commit
-    the clear in Postgres, then tell Redis so the dispatcher drops the superseded backlog.
-    """
-
-    async def take_version() -> int:
-        return await scripts.backlogs.next_version(audience_id)
-
-    async with pool.acquire() as conn:
-        version = await store.clear_audience(conn, audience_id, take_version, delete=delete)
-    if version is None:
-        return None
-    await scripts.backlogs.mark_cleared(audience_id, version, deleted=delete)
-    return version
-
-
-async def clear_audience(app: State, audience_id: int, *, delete: bool) -> bool:
-    """``clear_or_delete`` with this edge's pools; False when the audience is not live."""
-    if await clear_or_delete(app[DB], app[SCRIPTS], audience_id, delete=delete) is None:
+async def clear_audience(app: State, tenant: Tenant, audience_id: int, *, delete: bool) -> bool:
+    """``core.clears.clear_or_delete`` with this edge's pools; False when the tenant has no
+    such live audience."""
+    found = await clear_or_delete(
+        app[DB], app[SCRIPTS], audience_id, delete=delete, tenant=tenant.id
+    )
+    if found is None:
         return False
     if delete:
-        app[LIVE_AUDIENCES].discard(audience_id)
+        app[LIVE_AUDIENCES].discard((tenant.id, audience_id))
     return True
 
 
 async def update_audience(
-    app: State, audience_id: int, name: str, subscribed_applications_ids: list[int] | None = None
+    app: State,
+    tenant: Tenant,
+    audience_id: int,
+    name: str,
+    subscribed_applications_ids: list[int] | None = None,
 ) -> Audience | None:
-    """Rename a live audience (and replace its applications when given); None if there is none."""
-    row = await store.update_audience(app[DB], audience_id, name, subscribed_applications_ids)
+    """Rename a live audience of the tenant (and replace its applications when given); None if
+    it has none such."""
+    row = await store.update_audience(
+        app[DB], tenant.id, audience_id, name, subscribed_applications_ids
+    )
     return audience_from_row(row) if row is not None else None
 
 
-async def set_attributes(app: State, audience_id: int, attributes: dict[str, Any]) -> bool:
-    """Merge attributes into a live audience's, applied lazily: readers see them with the
-    audience. False if there is none."""
+async def set_attributes(
+    app: State, tenant: Tenant, audience_id: int, attributes: dict[str, Any]
+) -> bool:
+    """Merge attributes into a live audience's of the tenant, applied lazily: readers see them
+    with the audience. False if it has none such."""
     encoded = msgspec.json.encode(attributes).decode()
-    return await store.merge_attributes(app[DB], audience_id, encoded)
+    return await store.merge_attributes(app[DB], tenant.id, audience_id, encoded)
 
 
-async def find_or_create(app: State, integration: str, integration_id: str, name: str) -> int:
-    """The id of the live audience a third party knows as ``integration_id``: created on first
-    sight, renamed when its name changed."""
+async def find_or_create(
+    app: State, tenant: Tenant, integration: str, integration_id: str, name: str
+) -> int:
+    """The id of the tenant's live audience a third party knows as ``integration_id``: created
+    on first sight, renamed when its name changed."""
     pool = app[DB]
-    row = await store.live_audience_by_integration(pool, integration, integration_id)
+    row = await store.live_audience_by_integration(pool, tenant.id, integration, integration_id)
     if row is None:
         new = NewAudience(
             name=name,
@@ -117,12 +113,14 @@ async def find_or_create(app: State, integration: str, integration_id: str, name
             created_in_3rd_party=True,
         )
         try:
-            return (await create_audience(app, new)).id
+            return (await create_audience(app, tenant, new)).id
         except Conflict:
             # Another request of the same first sync (Amplitude sends 4 at once) created it.
-            row = await store.live_audience_by_integration(pool, integration, integration_id)
+            row = await store.live_audience_by_integration(
+                pool, tenant.id, integration, integration_id
+            )
             if row is None:
                 raise
     if row["name"] != name:
-        await store.update_audience(pool, row["id"], name)
+        await store.update_audience(pool, tenant.id, row["id"], name)
     return int(row["id"])

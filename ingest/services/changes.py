@@ -10,7 +10,7 @@ from core.scripts.backlogs import NotReplicated
 from ingest import store
 from ingest.errors import NotFound, ServiceUnavailable, TooManyRequests
 from ingest.metrics import count_accepted
-from ingest.state import DB, LIVE_AUDIENCES, MISS, SCRIPTS, SETTINGS, State
+from ingest.state import DB, LIVE_AUDIENCES, MISS, SCRIPTS, SETTINGS, State, Tenant
 from schemas import keys
 from schemas.talon import ErrorItem, ErrorSource
 
@@ -23,7 +23,8 @@ class AlreadyAccepted(Exception):
 
 
 class UnknownAudiences(NotFound):
-    """Changes named audiences that do not exist or were deleted; nothing was accepted."""
+    """Changes named audiences that do not exist or were deleted (or are another tenant's: the
+    same answer); nothing was accepted."""
 
     def __init__(self, audience_ids: list[int]) -> None:
         self.audience_ids = audience_ids
@@ -41,27 +42,30 @@ def not_found_item(audience_id: int, source: ErrorSource) -> ErrorItem:
     )
 
 
-async def missing_audiences(app: State, audience_ids: Iterable[int]) -> list[int]:
-    """Those of ``audience_ids`` that are not live audiences; one query for the uncached ones."""
+async def missing_audiences(app: State, tenant: int, audience_ids: Iterable[int]) -> list[int]:
+    """Those of ``audience_ids`` that are not live audiences of the tenant; one query for the
+    uncached ones."""
     cache = app[LIVE_AUDIENCES]
     now = time.monotonic()
-    unknown = [i for i in audience_ids if cache.get(i, now) is MISS]
+    unknown = [i for i in audience_ids if cache.get((tenant, i), now) is MISS]
     if not unknown:
         return []
-    live = set(await store.live_audience_ids(app[DB], unknown))
+    live = set(await store.live_audience_ids(app[DB], tenant, unknown))
     ttl_s = app[SETTINGS].audience_cache_ttl_s
     for audience_id in live:
-        cache.put(audience_id, True, ttl_s, now)
+        cache.put((tenant, audience_id), True, ttl_s, now)
     return [i for i in unknown if i not in live]
 
 
 async def accept_entries(
     app: State,
+    tenant: Tenant,
     groups: dict[int, list[str]],
     *,
     once: str | None = None,
 ) -> int:
-    """Append changes to their audiences' backlogs in one ``accept.lua`` call, all or nothing.
+    """Append changes to the tenant's audiences' backlogs in one ``accept.lua`` call, all or
+    nothing.
 
     ``groups`` maps audience id to entries of the form action code + profile id (``"a" + id``
     adds, ``"d" + id`` deletes; ``keys.ACTION_CODE``). Returns how many were accepted; raises
@@ -71,12 +75,14 @@ async def accept_entries(
     """
     if not groups and once is None:
         return 0
-    missing = await missing_audiences(app, groups)
+    missing = await missing_audiences(app, tenant.id, groups)
     if missing:
         raise UnknownAudiences(missing)
     settings = app[SETTINGS]
     try:
-        outcome, count = await app[SCRIPTS].backlogs.accept(groups, settings.max_backlog, once)
+        outcome, count = await app[SCRIPTS].backlogs.accept(
+            groups, settings.max_backlog, once, tenant=tenant.id
+        )
     except NotReplicated as e:
         # Queued on the primary, so they will be applied unless it fails over now. A retry
         # queues them again at newer versions: the same end state (memberships keep the
@@ -105,8 +111,11 @@ async def accept_entries(
     return count
 
 
-async def accept_changes(app: State, changes: Iterable[tuple[int, str, str]]) -> int:
-    """Accept ``(audience id, "add" | "delete", profile id)`` changes; see ``accept_entries``."""
+async def accept_changes(
+    app: State, tenant: Tenant, changes: Iterable[tuple[int, str, str]]
+) -> int:
+    """Accept ``(audience id, "add" | "delete", profile id)`` changes of the tenant's audiences;
+    see ``accept_entries``."""
     groups: dict[int, list[str]] = {}
     code = keys.ACTION_CODE
     for audience_id, action, profile_id in changes:
@@ -114,7 +123,7 @@ async def accept_changes(app: State, changes: Iterable[tuple[int, str, str]]) ->
         if entries is None:
             entries = groups[audience_id] = []
         entries.append(code[action] + profile_id)
-    return await accept_entries(app, groups)
+    return await accept_entries(app, tenant, groups)
 
 
 def _retry_after_s(excess: int, rate_per_minute: int) -> int:

@@ -1,5 +1,5 @@
-"""Amplitude's cohort webhook (``/amplitude``): each cohort is an audience, each batch adds or
-removes members."""
+"""Amplitude's cohort webhook (``/amplitude``): each cohort is an audience of the key's tenant,
+each batch adds or removes members."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ingest import auth, profiles, store
 from ingest.bodies import json_response, read_json
 from ingest.errors import ERROR_RENDERER, BadRequest, render_talon
 from ingest.services import audiences, changes
-from ingest.state import DB, REDIS, SCRIPTS, State
+from ingest.state import DB, REDIS, SCRIPTS, State, Tenant
 from schemas import keys
 from schemas.amplitude import CohortSync, CohortSyncResult, CohortUser
 
@@ -60,9 +60,9 @@ def _properties(users: list[CohortUser]) -> dict[str, str]:
     return found
 
 
-async def _store_properties(app: State, found: dict[str, str]) -> None:
+async def _store_properties(app: State, tenant: Tenant, found: dict[str, str]) -> None:
     try:
-        await profiles.merge_attributes(app[DB], list(found), list(found.values()))
+        await profiles.merge_attributes(app[DB], tenant.id, list(found), list(found.values()))
     except asyncpg.DataError as e:
         # JSON that msgspec accepts but jsonb cannot hold, e.g. a number past numeric's range.
         raise BadRequest(
@@ -81,23 +81,28 @@ async def cohort_sync(request: web.Request) -> web.Response:
     """200 (what Amplitude waits for) once the batch's changes are in Redis, or when its
     ``message_id`` was accepted before; nothing is enqueued on any other answer."""
     app = request.config_dict
+    tenant = auth.tenant_of(request)
     body = await read_json(request, _decoder)
     seen = app[SCRIPTS].keys.tenant(keys.DEFAULT_TENANT).seen(body.message_id)
     if await cast(Awaitable[int], app[REDIS].exists(seen)):
         # A retried batch must not rename the audience back or overwrite newer properties.
-        row = await store.live_audience_by_integration(app[DB], INTEGRATION, body.cohort_id)
+        row = await store.live_audience_by_integration(
+            app[DB], tenant.id, INTEGRATION, body.cohort_id
+        )
         return _answer(row["id"] if row else None, 0, duplicate=True)
     found = _properties(body.users)
-    audience_id = await audiences.find_or_create(app, INTEGRATION, body.cohort_id, body.cohort_name)
+    audience_id = await audiences.find_or_create(
+        app, tenant, INTEGRATION, body.cohort_id, body.cohort_name
+    )
     # Before the changes are accepted: a failure here leaves nothing enqueued and nothing seen,
     # so Amplitude's retry redoes the whole batch; properties are idempotent.
     if found:
-        await _store_properties(app, found)
+        await _store_properties(app, tenant, found)
     code = keys.ACTION_CODE["add" if body.in_cohort else "delete"]
     entries = [code + profile_id for profile_id in dict.fromkeys(u.user_id for u in body.users)]
     groups = {audience_id: entries} if entries else {}
     try:
-        accepted = await changes.accept_entries(app, groups, once=body.message_id)
+        accepted = await changes.accept_entries(app, tenant, groups, once=body.message_id)
     except changes.AlreadyAccepted:
         return _answer(audience_id, 0, duplicate=True)
     return _answer(audience_id, accepted, duplicate=False)

@@ -1,9 +1,10 @@
 """The Talon.One Third-party API for customer data platforms (``/cdp``): audiences known by the
-CDP's own ids, profiles' audience changes, errors in the API's own shape."""
+CDP's own ids, profiles' audience changes, errors in the API's own shape; the
+``destination-hostname`` must name the deployment (tenant) of the key."""
 
 from __future__ import annotations
 
-import re
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from functools import cache
@@ -15,9 +16,18 @@ from aiohttp import web
 
 from ingest import auth, store
 from ingest.bodies import JSON, json_response, path_text, read_json
-from ingest.errors import ERROR_RENDERER, ApiError, BadRequest, Conflict, Handler, NotFound
+from ingest.errors import (
+    ERROR_RENDERER,
+    ApiError,
+    BadRequest,
+    Conflict,
+    Handler,
+    NotFound,
+    Unauthorized,
+)
 from ingest.services import audiences, changes
-from ingest.state import DB, SETTINGS
+from ingest.state import DB, MISS, SETTINGS, TENANT_HOSTNAMES, State, Tenant
+from schemas import tenants
 from schemas.cdp import (
     MAX_CHANGES,
     CdpAudience,
@@ -33,9 +43,6 @@ DESTINATION_HOSTNAME = "destination-hostname"
 PLATFORM_NAME = "customer-data-platform-name"
 # The reference bounds the platform name nowhere; it becomes audiences' ``integration``.
 MAX_HEADER_LENGTH = 1000
-# RFC 1123 labels (the reference's ``format: hostname``), after _hostname() lowercased it.
-_HOSTNAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(?:\.(?!-)[a-z0-9-]{1,63}(?<!-))*")
-MAX_HOSTNAME_LENGTH = 253
 
 T = TypeVar("T", int, str)
 
@@ -81,47 +88,71 @@ def _describe(error: ApiError) -> str:
 
 @cache
 def _allowed(hostnames: str) -> frozenset[str]:
-    return frozenset(_hostname(h) for h in hostnames.split(",") if h.strip())
-
-
-def _hostname(value: str) -> str:
-    # The header should be a bare hostname; a pasted URL (with its scheme) still names the same
-    # deployment. Without a scheme the whole value must be the hostname ("a/b" is not "a").
-    value = value.strip().lower()
-    _, found, rest = value.partition("://")
-    if found:
-        value = rest.split("/", 1)[0].split(":", 1)[0]
-    return value.rstrip(".")
+    return frozenset(tenants.hostname(h) for h in hostnames.split(",") if h.strip())
 
 
 @web.middleware
 async def require_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse a request without the contract's headers or for a deployment this edge does not
-    serve; ``request[PLATFORM]`` is the CDP's name. An unknown path or method is answered 404 or
-    405 whatever its headers say."""
+    """Refuse a request without the contract's headers or for a deployment other than the
+    key's; ``request[PLATFORM]`` is the CDP's name. An unknown path or method is answered 404
+    or 405 whatever its headers say."""
     if request.match_info.http_exception is None:
-        request[PLATFORM] = platform_of(request)
+        request[PLATFORM] = await platform_of(request)
     return await handler(request)
 
 
-def platform_of(request: web.Request) -> str:
+async def platform_of(request: web.Request) -> str:
     """The CDP's name from the request's headers, lowercased; ``BadRequest`` when the headers
-    are missing or name a deployment this edge does not serve."""
+    are missing or name a deployment this edge does not serve, ``Unauthorized`` when they name
+    another deployment than the key's tenant."""
     destination = request.headers.get(DESTINATION_HOSTNAME, "").strip()
     if not destination:
         raise BadRequest("No Deployment URL specified")
-    hostname = _hostname(destination)
-    if len(hostname) > MAX_HOSTNAME_LENGTH or not _HOSTNAME.fullmatch(hostname):
+    hostname = tenants.hostname(destination)
+    if not tenants.is_hostname(hostname):
         raise BadRequest(f"{DESTINATION_HOSTNAME} must be a hostname (or a URL of one)")
-    allowed = _allowed(request.config_dict[SETTINGS].allowed_destination_hostnames)
-    if allowed and hostname not in allowed:
-        raise BadRequest(f"Deployment URL '{destination}' is not served here")
+    await _check_deployment(request.config_dict, auth.tenant_of(request), destination, hostname)
     platform = request.headers.get(PLATFORM_NAME, "").strip().lower()
     if not platform:
         raise BadRequest("No customer data platform name specified")
     if len(platform) > MAX_HEADER_LENGTH:
         raise BadRequest(f"{PLATFORM_NAME} must be at most {MAX_HEADER_LENGTH} characters")
     return platform
+
+
+async def _check_deployment(app: State, tenant: Tenant, destination: str, hostname: str) -> None:
+    # A tenant's keys call for its own hostname only. The default tenant is named by no real
+    # hostname: a single-deployment edge's keys take any hostname it serves
+    # (COHORTSYNC_ALLOWED_DESTINATION_HOSTNAMES), as before tenants, but another tenant's.
+    if hostname == tenant.hostname:
+        return
+    if tenant.hostname != tenants.DEFAULT_HOSTNAME:
+        raise _unknown_key(hostname)
+    allowed = _allowed(app[SETTINGS].allowed_destination_hostnames)
+    if allowed and hostname not in allowed:
+        raise BadRequest(f"Deployment URL '{destination}' is not served here")
+    if await _tenant_named(app, hostname) not in (None, tenant.id):
+        raise _unknown_key(hostname)
+
+
+def _unknown_key(hostname: str) -> Unauthorized:
+    # What a deployment answers a key it does not know: nothing says whose key it is.
+    return Unauthorized(
+        "Invalid API key",
+        f"Deployment '{hostname}' knows no such key",
+        parameter="Authorization",
+    )
+
+
+async def _tenant_named(app: State, hostname: str) -> int | None:
+    cache = app[TENANT_HOSTNAMES]
+    now = time.monotonic()
+    found = cache.get(hostname, now)
+    if found is MISS:
+        found = await store.tenant_named(app[DB], hostname)
+        # A tenant added a moment ago is known within this, as a new key is.
+        cache.put(hostname, found, app[SETTINGS].auth_cache_ttl_s, now)
+    return found
 
 
 def _not_found(ids: Sequence[object]) -> NotFound:
@@ -142,9 +173,9 @@ def _response(audience: Audience) -> CdpAudience:
     )
 
 
-async def _find(request: web.Request, integration_id: str) -> asyncpg.Record:
+async def _find(request: web.Request, tenant: Tenant, integration_id: str) -> asyncpg.Record:
     db = request.config_dict[DB]
-    row = await store.live_audience_by_integration(db, request[PLATFORM], integration_id)
+    row = await store.live_audience_by_integration(db, tenant.id, request[PLATFORM], integration_id)
     if row is None:
         raise _not_found([integration_id])
     return row
@@ -152,6 +183,7 @@ async def _find(request: web.Request, integration_id: str) -> asyncpg.Record:
 
 @routes.post("/audiences")
 async def create(request: web.Request) -> web.Response:
+    tenant = auth.tenant_of(request)
     body = await read_json(request, _audience_request)
     new = NewAudience(
         name=body.audience_name,
@@ -160,7 +192,7 @@ async def create(request: web.Request) -> web.Response:
         created_in_3rd_party=True,
     )
     try:
-        audience = await audiences.create_audience(request.config_dict, new)
+        audience = await audiences.create_audience(request.config_dict, tenant, new)
     except Conflict as e:
         raise Conflict(f"The audience with the ID '{body.audience_id}' already exists") from e
     return json_response(_response(audience), status=201)
@@ -168,6 +200,7 @@ async def create(request: web.Request) -> web.Response:
 
 @routes.put("/audiences/{audienceId}")
 async def update(request: web.Request) -> web.Response:
+    tenant = auth.tenant_of(request)
     integration_id = path_text(request, "audienceId")
     body = await read_json(request, _audience_request)
     if body.audience_id != integration_id:
@@ -175,8 +208,10 @@ async def update(request: web.Request) -> web.Response:
             f"audienceId '{body.audience_id}' in the body differs from '{integration_id}' "
             "in the path"
         )
-    found = await _find(request, integration_id)
-    audience = await audiences.update_audience(request.config_dict, found["id"], body.audience_name)
+    found = await _find(request, tenant, integration_id)
+    audience = await audiences.update_audience(
+        request.config_dict, tenant, found["id"], body.audience_name
+    )
     if audience is None:
         raise _not_found([integration_id])
     return json_response(_response(audience))
@@ -184,9 +219,10 @@ async def update(request: web.Request) -> web.Response:
 
 @routes.delete("/audiences/{audienceId}")
 async def delete(request: web.Request) -> web.Response:
+    tenant = auth.tenant_of(request)
     integration_id = path_text(request, "audienceId")
-    found = await _find(request, integration_id)
-    if not await audiences.clear_audience(request.config_dict, found["id"], delete=True):
+    found = await _find(request, tenant, integration_id)
+    if not await audiences.clear_audience(request.config_dict, tenant, found["id"], delete=True):
         raise _not_found([integration_id])
     return web.Response(status=204)
 
@@ -218,7 +254,7 @@ def _changes(
 
 async def _accept(request: web.Request, accepted: Iterator[tuple[int, str, str]]) -> web.Response:
     try:
-        await changes.accept_changes(request.config_dict, accepted)
+        await changes.accept_changes(request.config_dict, auth.tenant_of(request), accepted)
     except changes.UnknownAudiences as e:
         raise _not_found(e.audience_ids) from e
     return web.Response(status=204)
@@ -239,7 +275,12 @@ async def update_profiles_by_cdp_id(request: web.Request) -> web.Response:
     _check(body)
     named = list(dict.fromkeys(r for item in body.data for r in (*item.adds, *item.deletes)))
     db = request.config_dict[DB]
-    ids = await store.live_audiences_by_integration(db, request[PLATFORM], named) if named else {}
+    tenant = auth.tenant_of(request)
+    ids = (
+        await store.live_audiences_by_integration(db, tenant.id, request[PLATFORM], named)
+        if named
+        else {}
+    )
     missing = [r for r in named if r not in ids]
     if missing:
         raise _not_found(missing)

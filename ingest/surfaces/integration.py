@@ -59,18 +59,25 @@ def _check_unique(ids: list[int] | UnsetType) -> None:
 
 @routes.post("/audiences")
 async def create(request: web.Request) -> web.Response:
+    tenant = auth.tenant_of(request)
     new = await read_json(request, _new_audience)
     _check_unique(new.subscribed_applications_ids)
-    return json_response(await audiences.create_audience(request.config_dict, new), status=201)
+    created = await audiences.create_audience(request.config_dict, tenant, new)
+    return json_response(created, status=201)
 
 
 @routes.put("/audiences/{audienceId}")
 async def update(request: web.Request) -> web.Response:
+    tenant = auth.tenant_of(request)
     audience_id = path_id(request, "audienceId")
     body = await read_json(request, _update_audience)
     _check_unique(body.subscribed_applications_ids)
     audience = await audiences.update_audience(
-        request.config_dict, audience_id, body.name, given(body.subscribed_applications_ids)
+        request.config_dict,
+        tenant,
+        audience_id,
+        body.name,
+        given(body.subscribed_applications_ids),
     )
     if audience is None:
         raise audiences.audience_not_found(audience_id)
@@ -88,23 +95,26 @@ async def delete_memberships(request: web.Request) -> web.Response:
 
 
 async def _clear(request: web.Request, *, delete: bool) -> web.Response:
+    tenant = auth.tenant_of(request)
     audience_id = path_id(request, "audienceId")
-    if not await audiences.clear_audience(request.config_dict, audience_id, delete=delete):
+    if not await audiences.clear_audience(request.config_dict, tenant, audience_id, delete=delete):
         raise audiences.audience_not_found(audience_id)
     return web.Response(status=204)
 
 
 @routes.put("/audience_customers/{audienceId}/attributes")
 async def set_attributes(request: web.Request) -> web.Response:
+    tenant = auth.tenant_of(request)
     audience_id = path_id(request, "audienceId")
     attributes = await read_json(request, _attributes)
-    if not await audiences.set_attributes(request.config_dict, audience_id, attributes):
+    if not await audiences.set_attributes(request.config_dict, tenant, audience_id, attributes):
         raise audiences.audience_not_found(audience_id)
     return web.Response(status=204)
 
 
 @routes.post("/customer_audiences")
 async def update_customer_audiences(request: web.Request) -> web.Response:
+    tenant = auth.tenant_of(request)
     body = await read_json(request, _customer_audiences)
     # Per action only a dict lookup and one string build: no awaits, no Redis calls (and no
     # tuples for accept_changes: this is the hot path).
@@ -116,7 +126,7 @@ async def update_customer_audiences(request: web.Request) -> web.Response:
             entries = groups[item.audience_id] = []
         entries.append(code[item.action] + item.profile_integration_id)
     try:
-        await changes.accept_entries(request.config_dict, groups)
+        await changes.accept_entries(request.config_dict, tenant, groups)
     except changes.UnknownAudiences as e:
         # Point at the first change that named each unknown audience.
         first: dict[int, int] = {}

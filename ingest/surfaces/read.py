@@ -1,5 +1,6 @@
-"""The read API (``/v1``) for the rule engine and operators: audiences, their members, a profile's
-audiences and attributes, and the queue's status."""
+"""The read API (``/v1``) for the rule engine and operators: the audiences of the key's tenant,
+their members, a profile's audiences and attributes, and the queue's status (which an ``ops``
+key, of no tenant, may read too)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ingest.errors import ERROR_RENDERER, BadRequest, render_talon
 from ingest.services.audiences import audience_from_row, audience_not_found
 from ingest.state import DB, SCRIPTS, SETTINGS
 from schemas import cursors
+from schemas.apikeys import OPS
 from schemas.status import DEFAULT_STATUS_PAGE_SIZE, MAX_STATUS_PAGE_SIZE, decode_cursor
 from schemas.talon import (
     BIGINT_MAX,
@@ -35,9 +37,10 @@ MAX_PAGE_SIZE = 1000
 
 
 def create_app(*, status_only: bool = False) -> web.Application:
-    """The read API, for keys of scope ``read`` (or ``all``); on the operations port only
+    """The read API, for keys of scope ``read`` (or ``all``), and ``ops`` keys, which every
+    route but ``/v1/status`` refuses (they belong to no tenant); on the operations port only
     ``/v1/status`` (``status_only``)."""
-    app = web.Application(middlewares=[auth.key_required("read")])
+    app = web.Application(middlewares=[auth.key_required("read", OPS)])
     app[ERROR_RENDERER] = render_talon
     if not status_only:
         app.router.add_routes(routes)
@@ -77,6 +80,7 @@ def _bad_cursor() -> BadRequest:
 
 @routes.get("/audiences")
 async def list_audiences(request: web.Request) -> web.Response:
+    tenant = auth.tenant_of(request)
     paging = _paging(request)
     after = 0
     if paging.cursor is not None:
@@ -84,7 +88,7 @@ async def list_audiences(request: web.Request) -> web.Response:
             raise _bad_cursor()
         after = paging.cursor.audience_id
     total, rows = await store.audience_page(
-        request.config_dict[DB], paging.page_size, skip=paging.skip, after=after
+        request.config_dict[DB], tenant.id, paging.page_size, skip=paging.skip, after=after
     )
     data = [
         AudienceWithCount(
@@ -101,6 +105,7 @@ async def list_audiences(request: web.Request) -> web.Response:
 
 @routes.get("/audiences/{audienceId}/memberships")
 async def list_members(request: web.Request) -> web.Response:
+    tenant = auth.tenant_of(request)
     audience_id = path_id(request, "audienceId")
     paging = _paging(request)
     after = ""
@@ -112,7 +117,12 @@ async def list_members(request: web.Request) -> web.Response:
             raise _bad_cursor()
         after = paging.cursor.profile_id
     found = await store.member_page(
-        request.config_dict[DB], audience_id, paging.page_size, skip=paging.skip, after=after
+        request.config_dict[DB],
+        tenant.id,
+        audience_id,
+        paging.page_size,
+        skip=paging.skip,
+        after=after,
     )
     if found is None:
         raise audience_not_found(audience_id)
@@ -132,15 +142,18 @@ async def list_members(request: web.Request) -> web.Response:
 
 @routes.get("/customer_profiles/{integrationId}/audiences")
 async def profile_audiences(request: web.Request) -> web.Response:
+    tenant = auth.tenant_of(request)
     profile_id = path_text(request, "integrationId")
-    rows = await store.profile_audiences(request.config_dict[DB], profile_id)
+    rows = await store.profile_audiences(request.config_dict[DB], tenant.id, profile_id)
     return json_response(ProfileAudiences([AudienceRef(r["id"], r["name"]) for r in rows]))
 
 
 @routes.get("/customer_profiles/{integrationId}/attributes")
 async def profile_attributes(request: web.Request) -> web.Response:
+    tenant = auth.tenant_of(request)
     profile_id = path_text(request, "integrationId")
-    return json_response(await profiles.read_attributes(request.config_dict[DB], profile_id))
+    found = await profiles.read_attributes(request.config_dict[DB], tenant.id, profile_id)
+    return json_response(found)
 
 
 @status_routes.get("/status")

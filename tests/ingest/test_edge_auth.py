@@ -17,7 +17,7 @@ from ingest.auth import authenticate
 from ingest.errors import Unauthorized
 from ingest.state import ApiKey
 from schemas.settings import Settings
-from tests.support.edge import Client, auth, create_key, running_edge
+from tests.support.edge import DEFAULT, Client, auth, create_key, running_edge
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ async def test_good_key_passes_and_carries_id_and_scope(client: Client, db: asyn
     assert resp.status == 204
     app = client.app
     assert app is not None
-    assert await authenticate(app, f"ApiKey-v1 {key}") == ApiKey(key_id, "cdp")
+    assert await authenticate(app, f"ApiKey-v1 {key}") == ApiKey(key_id, "cdp", DEFAULT)
     _, everything = await create_key(db)
     assert (await authenticate(app, f"apikey-v1 {everything}")).scope is None
 

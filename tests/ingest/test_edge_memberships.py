@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from ingest.errors import TooManyRequests
 from ingest.services.changes import UnknownAudiences, accept_changes
 from schemas.settings import Settings
-from tests.support.edge import Client, backlog, redis_int, running_edge
+from tests.support.edge import DEFAULT, Client, backlog, redis_int, running_edge
 from tests.support.redis_keys import KEYS
 from tests.support.worker import new_audience
 
@@ -262,14 +262,14 @@ async def test_accept_changes_for_other_surfaces(
     app = client.app
     assert app is not None
     a = await new_audience(db)
-    accepted = await accept_changes(app, [(a, "add", "u1"), (a, "delete", "u2")])
+    accepted = await accept_changes(app, DEFAULT, [(a, "add", "u1"), (a, "delete", "u2")])
     assert accepted == 2
     assert [(k, p) for k, p, _ in await backlog(redis, a)] == [("add", "u1"), ("delete", "u2")]
     with pytest.raises(UnknownAudiences) as unknown:
-        await accept_changes(app, [(a, "add", "u3"), (777, "add", "u4")])
+        await accept_changes(app, DEFAULT, [(a, "add", "u3"), (777, "add", "u4")])
     assert unknown.value.audience_ids == [777]
     assert len(await backlog(redis, a)) == 2
-    assert await accept_changes(app, []) == 0
+    assert await accept_changes(app, DEFAULT, []) == 0
 
 
 async def test_accept_changes_refuses_past_the_bound(
@@ -279,7 +279,7 @@ async def test_accept_changes_refuses_past_the_bound(
     async with running_edge(settings.with_changes(max_backlog=1), key) as client:
         assert client.app is not None
         with pytest.raises(TooManyRequests):
-            await accept_changes(client.app, [(a, "add", "u1"), (a, "add", "u2")])
+            await accept_changes(client.app, DEFAULT, [(a, "add", "u1"), (a, "add", "u2")])
     assert await redis.dbsize() == 0
 
 

@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 
 from ingest.store import MEMBER_PAGE_SQL, PROFILE_AUDIENCES_SQL
+from schemas.keys import DEFAULT_TENANT
 from tests.support.edge import Client
 
 
@@ -108,7 +109,8 @@ async def test_profile_lookup_reads_the_profile_index(db: asyncpg.Pool) -> None:
     )
     await db.execute("ANALYZE memberships")
     await db.execute("ANALYZE audiences")
-    plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN " + PROFILE_AUDIENCES_SQL, "user-7"))
+    explained = await db.fetch("EXPLAIN " + PROFILE_AUDIENCES_SQL, "user-7", DEFAULT_TENANT)
+    plan = "\n".join(r[0] for r in explained)
     assert "memberships_profile" in plan
     assert "Seq Scan on memberships" not in plan
     # The current_memberships view is inlined (no scan of it): readers keep the indexes.

@@ -14,18 +14,29 @@ from aiohttp.test_utils import TestClient, TestServer
 from admin.api_keys import insert_key, revoke_key
 from ingest.app import create_app
 from ingest.bodies import MAX_REQUEST_LINE_BYTES
+from ingest.state import Tenant
 from schemas import keys
+from schemas.keys import DEFAULT_TENANT
 from schemas.settings import Settings
+from schemas.tenants import DEFAULT_HOSTNAME
 from tests.support.redis_keys import KEYS
 
 Client = TestClient[web.Request, web.Application]
 
+# The tenant that the tests' keys belong to unless they say otherwise, as the ``db`` fixture
+# leaves it (the tests' COHORTSYNC_ACCOUNT_ID is the default, 1).
+DEFAULT = Tenant(DEFAULT_TENANT, DEFAULT_HOSTNAME, 1)
+
 
 async def create_key(
-    db: asyncpg.Pool, *, scope: str | None = None, revoked: bool = False
+    db: asyncpg.Pool,
+    *,
+    scope: str | None = None,
+    revoked: bool = False,
+    tenant: int | None = DEFAULT_TENANT,
 ) -> tuple[int, str]:
-    """(id, key) of a key stored by the admin command's own code."""
-    created = await insert_key(db, "test", scope)
+    """(id, key) of a key of ``tenant`` stored by the admin command's own code."""
+    created = await insert_key(db, "test", scope, tenant)
     if revoked:
         await revoke_key(db, created.id)
     return created.id, created.key

@@ -7,9 +7,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from ingest.services.audiences import clear_or_delete
+from core.clears import clear_or_delete
 from schemas import keys
-from schemas.keys import STATS_IN_TOTALS, STATS_TENANT
+from schemas.keys import DEFAULT_TENANT, STATS_IN_TOTALS, STATS_TENANT
 from tests.support.redis_keys import KEYS, scripts
 from worker.sweeper import sweep_once
 
@@ -42,7 +42,9 @@ async def accept(
 
 async def clear(db: Any, redis: aioredis.Redis, audience_id: int, *, delete: bool = False) -> int:
     """The edge's own DELETE .../memberships (or of the audience): returns the clear's version."""
-    version = await clear_or_delete(db, scripts(redis), audience_id, delete=delete)
+    version = await clear_or_delete(
+        db, scripts(redis), audience_id, delete=delete, tenant=DEFAULT_TENANT
+    )
     assert version is not None, f"audience {audience_id} is not live"
     return version
 

@@ -10,7 +10,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from ingest import store
+from core.clears import clear_audience
+from schemas.keys import DEFAULT_TENANT
 from tests.support.status import wait_until
 from tests.support.worker import current_count, new_audience
 from worker.applier import UPSERT
@@ -45,7 +46,9 @@ async def test_a_clear_waits_for_no_membership_row(db: asyncpg.Pool) -> None:
         await holder.execute(
             "SELECT 1 FROM memberships WHERE audience_id = $1 AND profile_id = 'p0' FOR UPDATE", a
         )
-        cleared = await store.clear_audience(clearing, a, version_of(100), delete=False)
+        cleared = await clear_audience(
+            clearing, a, version_of(100), delete=False, tenant=DEFAULT_TENANT
+        )
         await held.rollback()
     assert cleared == 100
     assert await current_count(db, a) == 0
@@ -87,7 +90,9 @@ async def test_a_batch_racing_a_clear_counts_against_the_clear(
         return 100
 
     async with db.acquire() as clearing, db.acquire() as applying:
-        clear = asyncio.create_task(store.clear_audience(clearing, a, slow_version, delete=False))
+        clear = asyncio.create_task(
+            clear_audience(clearing, a, slow_version, delete=False, tenant=DEFAULT_TENANT)
+        )
         await version_taken.wait()
         # Read before the clear commits, the batch's rows pass its cleared_version check: one
         # older than the clear (accepted before it), one newer (accepted after).

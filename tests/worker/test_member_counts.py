@@ -11,8 +11,9 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import pytest
 
-from ingest import store
+from core.clears import clear_audience
 from schemas.jobs import Change
+from schemas.keys import DEFAULT_TENANT
 from tests.support.status import wait_until
 from tests.support.worker import current_count, new_audience, sweep_all
 from worker.applier import UPSERT, Applier
@@ -63,7 +64,9 @@ async def test_counts_follow_adds_deletes_re_adds_and_stale_versions(db: asyncpg
 
     pool = db
     async with pool.acquire() as conn:
-        assert await store.clear_audience(conn, a, version_of(40), delete=False) == 40
+        assert (
+            await clear_audience(conn, a, version_of(40), delete=False, tenant=DEFAULT_TENANT) == 40
+        )
     assert await current_count(db, a) == 0
     # Older than the clear: refused; newer: counts, whether the old row is swept yet or not.
     assert await apply(("p1", True, 39), ("p2", True, 41)) == [False, True]
@@ -75,7 +78,9 @@ async def test_counts_follow_adds_deletes_re_adds_and_stale_versions(db: asyncpg
     assert await current(db, a) == {"p3"}
 
     async with pool.acquire() as conn:
-        assert await store.clear_audience(conn, a, version_of(50), delete=True) == 50
+        assert (
+            await clear_audience(conn, a, version_of(50), delete=True, tenant=DEFAULT_TENANT) == 50
+        )
     assert await db.fetchval("SELECT members_count FROM audiences WHERE id = $1", a) == 0
     assert await apply(("p4", True, 60)) == [False]
     assert await current_count(db, a) == 0
@@ -92,7 +97,9 @@ async def test_a_clear_older_than_the_last_one_changes_nothing(db: asyncpg.Pool)
         a,
     )
     async with db.acquire() as conn:
-        assert await store.clear_audience(conn, a, version_of(20), delete=False) == 20
+        assert (
+            await clear_audience(conn, a, version_of(20), delete=False, tenant=DEFAULT_TENANT) == 20
+        )
         await db.execute(
             """INSERT INTO memberships (audience_id, profile_id, member, version)
                VALUES ($1, 'p2', true, 30)""",
@@ -100,7 +107,9 @@ async def test_a_clear_older_than_the_last_one_changes_nothing(db: asyncpg.Pool)
         )
         assert await current_count(db, a) == 1
         # A version below cleared_version (Redis lost its counter): the clear stays at 20.
-        assert await store.clear_audience(conn, a, version_of(15), delete=False) == 15
+        assert (
+            await clear_audience(conn, a, version_of(15), delete=False, tenant=DEFAULT_TENANT) == 15
+        )
     assert await current_count(db, a) == 1
     assert await sweep_all(db) == 1
     assert await rows(db, a) == {"p2": (True, 30)}
@@ -116,7 +125,7 @@ async def test_the_sweeper_deletes_in_batches_and_keeps_newer_rows(db: asyncpg.P
         [a, other],
     )
     async with db.acquire() as conn:
-        await store.clear_audience(conn, a, version_of(100), delete=False)
+        await clear_audience(conn, a, version_of(100), delete=False, tenant=DEFAULT_TENANT)
     # Re-added after the clear, between superseded rows.
     await db.execute(
         """UPDATE memberships SET version = 101 WHERE audience_id = $1
@@ -146,7 +155,7 @@ async def test_a_sweep_skips_a_row_a_batch_holds_and_waits_for_none(db: asyncpg.
         a,
     )
     async with db.acquire() as conn:
-        await store.clear_audience(conn, a, version_of(20), delete=False)
+        await clear_audience(conn, a, version_of(20), delete=False, tenant=DEFAULT_TENANT)
     async with db.acquire() as holder:
         held = holder.transaction()
         await held.start()
@@ -175,7 +184,7 @@ async def test_a_clear_racing_a_sweep_and_a_batch_resurrects_nobody(db: asyncpg.
         a,
     )
     async with db.acquire() as conn:
-        await store.clear_audience(conn, a, version_of(100), delete=False)
+        await clear_audience(conn, a, version_of(100), delete=False, tenant=DEFAULT_TENANT)
     # p5 came back after the first clear.
     await db.execute(
         "UPDATE memberships SET version = 150 WHERE audience_id = $1 AND profile_id = 'p5'", a
@@ -195,7 +204,7 @@ async def test_a_clear_racing_a_sweep_and_a_batch_resurrects_nobody(db: asyncpg.
         # ...a second clear waits for it, holding the audience row, which a batch re-adding
         # p1 (newer than both clears) and p7 (older than the second) then waits for.
         clear = asyncio.create_task(
-            store.clear_audience(clearing, a, version_of(200), delete=False)
+            clear_audience(clearing, a, version_of(200), delete=False, tenant=DEFAULT_TENANT)
         )
         await wait_until(lambda: blocked(db, clearing), "the clear to wait for the sweep")
         batch = asyncio.create_task(
@@ -246,7 +255,9 @@ async def test_counts_stay_exact_under_concurrent_batches_clears_and_sweeps(
             version = next(versions)
             delete = n == 8
             async with db.acquire() as conn:
-                if await store.clear_audience(conn, a, version_of(version), delete=delete):
+                if await clear_audience(
+                    conn, a, version_of(version), delete=delete, tenant=DEFAULT_TENANT
+                ):
                     cleared[a] = version
                     if delete:
                         deleted.add(a)
