@@ -55,7 +55,7 @@ async def world(
     keys = [(await create_key(db, tenant=t))[1] for t in (acme.id, globex.id)]
     default = (await create_key(db))[1]
     async with running_edge(settings) as client:
-        yield World(client, *keys, default)
+        yield World(client, keys[0], keys[1], default)
 
 
 def cdp_headers(hostname: str, platform: str = "Amplitude") -> dict[str, str]:
@@ -143,7 +143,7 @@ async def test_cdp_v1_cannot_reach_another_tenants_audience(
                 world.acme, "PUT", "/cdp/customer_profiles/audiences", body, **cdp_headers(ACME)
             )
         )
-    await same_as_unknown(*answers, theirs, UNKNOWN)
+    await same_as_unknown(answers[0], answers[1], theirs, UNKNOWN)
     assert await queued(redis) == before
     assert await backlog(redis, theirs) == []
 
@@ -170,7 +170,7 @@ async def test_cdp_v2_and_cdp_audiences_are_per_tenant(world: World, redis: aior
             answers.append(
                 await world.call(world.acme, method, path.format(name), filled, **cdp_headers(ACME))
             )
-        await same_as_unknown(*answers, "travel", "unknown-cohort")
+        await same_as_unknown(answers[0], answers[1], "travel", "unknown-cohort")
     assert await queued(redis) == before
     assert await backlog(redis, theirs) == []
 
