@@ -91,7 +91,7 @@ _ERRORS = {
     400: "Invalid request (malformed JSON, a wrong type, a bound passed, a bad path or query "
     "parameter, a missing header); nothing was accepted.",
     401: "No API key, an unknown or revoked one, or not `Authorization: ApiKey-v1 <key>`.",
-    403: "The key's scope does not cover this path.",
+    403: "The key's scope does not cover this path (an `ops` key: any path but `/v1/status`).",
     404: "An audience named does not exist or was deleted; nothing was accepted.",
     409: "An audience with this integration and integrationId already exists.",
     413: "The body is larger than `COHORTSYNC_MAX_BODY_BYTES` ({max_body_bytes:,} bytes).",
@@ -118,8 +118,10 @@ _CDP_HEADERS = (
         "destination-hostname",
         "header",
         {"type": "string", "format": "hostname"},
-        "The Talon.One deployment (`COHORTSYNC_ALLOWED_DESTINATION_HOSTNAMES` may limit it); "
-        "a URL of it is taken too (its host). Without it: 400 `No Deployment URL specified`.",
+        "The Talon.One deployment: the hostname of the key's tenant, else 401 (the default "
+        "tenant's keys: any hostname `COHORTSYNC_ALLOWED_DESTINATION_HOSTNAMES` allows but "
+        "another tenant's); a URL of it is taken too (its host). Without it: 400 `No "
+        "Deployment URL specified`.",
     ),
     Param(
         "customer-data-platform-name",

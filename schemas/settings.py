@@ -134,8 +134,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     account_id: Annotated[
         Positive,
         Meta(
-            description="the Talon.One account id audiences report (Talon.One reports one "
-            "account; the Audience body carries it)"
+            description="the default tenant's Talon.One account id, which its audiences "
+            "report; `cohortsync-admin migrate` writes it into the tenants table (another "
+            "tenant's: `cohortsync-admin tenant add --account-id`)"
         ),
     ] = 1
     queue_name: Annotated[
@@ -232,8 +233,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         str,
         Meta(
             description="comma-separated `destination-hostname` values the `/cdp/` endpoints "
-            "answer for (e.g. `mycompany.europe-west1.talon.one`); others get 400. Empty "
-            "answers for any"
+            "answer the default tenant's keys for (e.g. `mycompany.europe-west1.talon.one`); "
+            "others get 400. Empty answers for any but another tenant's hostname (401). A "
+            "tenant's keys call for its own hostname only"
         ),
     ] = ""
     shutdown_grace_s: Annotated[
