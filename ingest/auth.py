@@ -52,8 +52,13 @@ async def authenticate(state: State, header: str | None) -> ApiKey:
         ttl_s = state[SETTINGS].auth_cache_ttl_s if found is not None else NEGATIVE_TTL_S
         cache.put(key_hash, found, ttl_s, now)
     if found is None:
-        raise _refuse("Unknown or revoked API key")
+        raise unknown_key()
     return found
+
+
+def unknown_key() -> Unauthorized:
+    """401 for a key that is unknown or revoked, or whose tenant was removed meanwhile."""
+    return _refuse("Unknown or revoked API key")
 
 
 def check_scope(key: ApiKey, scopes: frozenset[str]) -> None:

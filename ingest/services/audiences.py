@@ -10,6 +10,7 @@ import msgspec
 
 from core.clears import clear_or_delete
 from ingest import store
+from ingest.auth import unknown_key
 from ingest.errors import Conflict, NotFound
 from ingest.state import DB, LIVE_AUDIENCES, SCRIPTS, SETTINGS, State, Tenant
 from schemas.talon import Audience, NewAudience
@@ -55,6 +56,9 @@ async def create_audience(app: State, tenant: Tenant, new: NewAudience) -> Audie
             + (f" for integration {new.integration!r}" if new.integration else ""),
             pointer="/integrationId",
         ) from e
+    except asyncpg.ForeignKeyViolationError as e:
+        # cohortsync-admin tenant remove deleted the tenant since its key was looked up.
+        raise unknown_key() from e
     audience = audience_from_row(row)
     cache_ttl_s = app[SETTINGS].audience_cache_ttl_s
     app[LIVE_AUDIENCES].put((tenant.id, audience.id), True, cache_ttl_s, time.monotonic())

@@ -68,6 +68,9 @@ async def _store_properties(app: State, tenant: Tenant, found: dict[str, str]) -
         raise BadRequest(
             "Invalid request body", f"user_properties cannot be stored: {e}", pointer="/users"
         ) from e
+    except asyncpg.ForeignKeyViolationError as e:
+        # cohortsync-admin tenant remove deleted the tenant since its key was looked up.
+        raise auth.unknown_key() from e
 
 
 def _answer(audience_id: int | None, accepted: int, *, duplicate: bool) -> web.Response:

@@ -204,3 +204,27 @@ async def test_remove_a_tenant_without_live_audiences(admin: Admin, db: asyncpg.
     assert f"removed tenant {tenant} '{ACME}'" in run.out
     assert await db.fetchval("SELECT count(*) FROM audiences") == 0
     assert await db.fetchval("SELECT count(*) FROM api_keys") == 0
+
+
+async def test_an_edge_still_trusting_a_removed_tenants_key_answers_401(
+    admin: Admin, settings: Settings, db: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    await admin("tenant", "add", ACME)
+    key = (await admin("create-key", "acme", "--tenant", ACME)).out.strip()
+    async with running_edge(settings, key) as client:
+        assert (await client.get("/v2/authping")).status == 204  # the key is cached now
+        run = await admin("tenant", "remove", ACME)
+        assert run.code == 0, run.err
+        resp = await client.post("/v2/audiences", json={"name": "late"})
+        assert resp.status == 401
+        body = {
+            "cohort_name": "c",
+            "cohort_id": "c1",
+            "in_cohort": True,
+            "computed_time": "1",
+            "message_id": "m1",
+            "users": [{"user_id": "u1", "user_properties": {"plan": "gold"}}],
+        }
+        resp = await client.post("/amplitude/cohorts", json=body)
+        assert resp.status == 401
+    assert await db.fetchval("SELECT count(*) FROM audiences") == 0
