@@ -116,18 +116,12 @@ async def default_rate(client: aioredis.Redis, settings: Settings) -> DefaultRat
     )
 
 
-def tenant_totals(k: Keys, tenant: int) -> str:
-    """The hash of the tenant's counters in Redis (field ``pending``: its backlog)."""
-    # TODO: Keys.tenant_totals(tenant) once the Redis half of issue 11 is in main; the same key.
-    return f"{k.tag}:t:{tenant}:totals"
-
-
 async def backlogs(client: aioredis.Redis, settings: Settings, ids: Sequence[int]) -> list[int]:
     """Each tenant's changes accepted and not yet applied or dropped, in one round trip."""
     k = Keys(settings.queue_name)
     async with client.pipeline(transaction=False) as pipe:
         for tenant in ids:
-            pipe.hget(tenant_totals(k, tenant), "pending")
+            pipe.hget(k.tenant(tenant).totals, "pending")
         replies: list[bytes | None] = await pipe.execute()
     return [int(r or 0) for r in replies]
 

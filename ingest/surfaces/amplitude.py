@@ -86,7 +86,7 @@ async def cohort_sync(request: web.Request) -> web.Response:
     app = request.config_dict
     tenant = auth.tenant_of(request)
     body = await read_json(request, _decoder)
-    seen = app[SCRIPTS].keys.tenant(keys.DEFAULT_TENANT).seen(body.message_id)
+    seen = app[SCRIPTS].keys.tenant(tenant.id).seen(body.message_id)
     if await cast(Awaitable[int], app[REDIS].exists(seen)):
         # A retried batch must not rename the audience back or overwrite newer properties.
         row = await store.live_audience_by_integration(

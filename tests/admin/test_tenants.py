@@ -9,7 +9,6 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from admin.tenants import tenant_totals
 from schemas import keys
 from schemas.settings import Settings
 from tests.support.admin import Admin
@@ -46,7 +45,7 @@ async def test_add_list_and_set_rate(admin: Admin, db: asyncpg.Pool, redis: aior
         (3, "globex.talon.one", 5, None, None),
     ]
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.hset(tenant_totals(KEYS, 2), mapping={"pending": 1234, "accepted": 2000})
+        pipe.hset(KEYS.tenant(2).totals, mapping={"pending": 1234, "accepted": 2000})
         # The workers published their default (their COHORTSYNC_RATE_LIMIT_PER_MINUTE / _BURST).
         pipe.hset(
             KEYS.config, mapping={keys.CONFIG_WORKERS_RATE: 900, keys.CONFIG_WORKERS_BURST: 9}

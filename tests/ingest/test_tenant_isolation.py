@@ -261,10 +261,7 @@ async def test_amplitude_webhook_keeps_cohorts_and_profiles_per_tenant(
     assert (await resp.json())["data"] == []
 
 
-@pytest.mark.xfail(
-    strict=True, reason="per-tenant de-duplication ids: the Redis half of issue 11 (lead)"
-)
-async def test_amplitude_message_ids_are_per_tenant(world: World) -> None:
+async def test_amplitude_message_ids_are_per_tenant(world: World, redis: aioredis.Redis) -> None:
     body = {
         "cohort_name": "Binge watchers",
         "cohort_id": "5x9k2qw",
@@ -277,6 +274,13 @@ async def test_amplitude_message_ids_are_per_tenant(world: World) -> None:
         resp = await world.call(key, "POST", "/amplitude/cohorts", body)
         assert resp.status == 200
         assert (await resp.json())["duplicate"] is False
+    before = await queued(redis)
+    # Each tenant's retry is a duplicate of its own batch.
+    for key in (world.acme, world.globex):
+        resp = await world.call(key, "POST", "/amplitude/cohorts", body)
+        assert resp.status == 200
+        assert (await resp.json())["duplicate"] is True
+    assert await queued(redis) == before == 2
 
 
 async def test_read_api_shows_only_the_keys_tenant(
