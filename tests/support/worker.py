@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from core.clears import clear_or_delete
 from schemas import keys
-from schemas.keys import DEFAULT_TENANT, STATS_IN_TOTALS, STATS_TENANT
+from schemas.keys import STATS_IN_TOTALS, STATS_TENANT
 from tests.support.redis_keys import KEYS, scripts
 from worker.sweeper import sweep_once
 
@@ -40,11 +40,17 @@ async def accept(
     return [keys.decode_entry(e.decode())[2] for e in queued]
 
 
-async def clear(db: Any, redis: aioredis.Redis, audience_id: int, *, delete: bool = False) -> int:
-    """The edge's own DELETE .../memberships (or of the audience): returns the clear's version."""
-    version = await clear_or_delete(
-        db, scripts(redis), audience_id, delete=delete, tenant=DEFAULT_TENANT
-    )
+async def clear(
+    db: Any,
+    redis: aioredis.Redis,
+    audience_id: int,
+    *,
+    delete: bool = False,
+    tenant: int = keys.DEFAULT_TENANT,
+) -> int:
+    """The edge's own DELETE .../memberships (or of the audience, of ``tenant``): returns the
+    clear's version."""
+    version = await clear_or_delete(db, scripts(redis), audience_id, delete=delete, tenant=tenant)
     assert version is not None, f"audience {audience_id} is not live"
     return version
 
