@@ -154,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print /v1/status's JSON instead")
     p.add_argument(
+        "--tenant",
+        metavar="HOSTNAME",
+        help="one tenant's view (its audiences, totals and rate, as its keys see "
+        "/v1/status); without it, every tenant's, with the tenants with work, busiest first",
+    )
+    p.add_argument(
         "--page-size",
         metavar="N",
         type=_page_size,

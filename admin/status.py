@@ -9,6 +9,7 @@ import msgspec
 from admin.connections import connect, redis_client, scripts
 from admin.output import PROG, clip, table
 from admin.progress import duration
+from admin.tenants import find_tenant
 from core.snapshot import read_status
 from schemas.settings import Settings
 from schemas.status import Status
@@ -18,7 +19,12 @@ async def command(settings: Settings, args: argparse.Namespace) -> int:
     conn = await connect(settings.database_url)
     client = redis_client(settings.redis_url)
     try:
-        found = await read_status(scripts(client, settings), conn, settings, args.page_size)
+        tenant = None
+        if args.tenant is not None:
+            tenant = (await find_tenant(conn, args.tenant)).id
+        found = await read_status(
+            scripts(client, settings), conn, settings, args.page_size, tenant=tenant
+        )
     finally:
         await client.aclose()
         await conn.close()
@@ -62,6 +68,20 @@ def format_status(found: Status, queue_name: str) -> str:
         f"workers alive: {found.workers_live}",
         f"pending: {pending:,} changes, all applied in {_eta(found.eta_seconds, pending)}",
     ]
+    if found.tenants:
+        rows = [
+            [
+                str(t.id),
+                clip(t.hostname, 40),
+                f"{t.pending:,}",
+                f"{t.applied:,}",
+                f"{t.rate_per_minute:,}/min" if t.rate_per_minute else "none",
+                _eta(t.eta_seconds, t.pending),
+            ]
+            for t in found.tenants
+        ]
+        headers = ["tenant", "hostname", "pending", "applied", "rate", "eta"]
+        lines += ["", "tenants with work, busiest first:", table(headers, rows, numeric_from=2)]
     if found.dead_letters:
         lines.append(
             f"dead letters: {found.dead_letters:,} changes failed permanently "

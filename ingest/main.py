@@ -39,6 +39,8 @@ USED_SETTINGS = (
     "auth_cache_ttl_s",
     "audience_cache_ttl_s",
     "rate_limit_per_minute",
+    "fleet_rate_limit_per_minute",
+    "worker_capacity_per_second",
     "metrics_top_audiences",
     "queue_name",
     "log_level",

@@ -34,6 +34,8 @@ USED_SETTINGS = (
     "redis_url",
     "rate_limit_per_minute",
     "rate_burst",
+    "fleet_rate_limit_per_minute",
+    "worker_capacity_per_second",
     "queue_name",
     "worker_max_jobs",
     "job_timeout_s",
@@ -54,9 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cohortsync-worker",
         description="Run one cohortsync worker replica: move queued membership changes into "
-        "arq's queue fairly across audiences and apply them to Postgres at the shared rate "
-        "limit. Stops cleanly on SIGTERM or SIGINT; unfinished jobs are re-run by another "
-        "replica.",
+        "arq's queue, each due at its slot of its tenant's rate (round-robin across tenants, "
+        "deficit round-robin across each tenant's audiences), and apply them to Postgres. "
+        "Stops cleanly on SIGTERM or SIGINT; unfinished jobs are re-run by another replica.",
         epilog=help_epilog(USED_SETTINGS),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -14,7 +14,7 @@ from ingest import auth, profiles, store
 from ingest.bodies import json_response, path_id, path_text, query_int
 from ingest.errors import ERROR_RENDERER, BadRequest, render_talon
 from ingest.services.audiences import audience_from_row, audience_not_found
-from ingest.state import DB, SCRIPTS, SETTINGS
+from ingest.state import API_KEY, DB, SCRIPTS, SETTINGS
 from schemas import cursors
 from schemas.apikeys import OPS
 from schemas.status import DEFAULT_STATUS_PAGE_SIZE, MAX_STATUS_PAGE_SIZE, decode_cursor
@@ -170,7 +170,17 @@ async def get_status(request: web.Request) -> web.Response:
                 "cursor must be the nextCursor of a previous page",
                 parameter="cursor",
             ) from None
-    found = await read_status(config[SCRIPTS], config[DB], config[SETTINGS], page_size, cursor)
+    # A tenant's key sees its own audiences, totals and rate; an ops key the fleet's, with the
+    # tenants with work, busiest first.
+    owner = request[API_KEY].tenant
+    found = await read_status(
+        config[SCRIPTS],
+        config[DB],
+        config[SETTINGS],
+        page_size,
+        cursor,
+        None if owner is None else owner.id,
+    )
     # Polled every few seconds by dashboards: never a cached answer.
     response = json_response(found)
     response.headers["Cache-Control"] = "no-store"

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncpg
 import redis.asyncio as aioredis
 
+from admin.tenants import add_tenant
 from core.scripts.dispatch import Rate
 from schemas import apikeys
 from schemas.keys import Keys
 from schemas.settings import Settings
 from tests.support.admin import Admin
 from tests.support.redis_keys import KEYS
+from tests.support.worker import accept, new_audience
 from worker.rates import TenantRates
 
 
@@ -124,3 +126,34 @@ async def test_unreachable_database_names_host_never_password(admin: Admin) -> N
     assert "cannot reach Postgres at 127.0.0.1:1/cohortsync" in run.err
     assert "hunter2" not in run.err
     assert "Traceback" not in run.err
+
+
+async def test_status_of_one_tenant_and_of_the_fleet(
+    admin: Admin, db: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    acme = await add_tenant(db, "acme.europe-west1.talon.one", account_id=7)
+    mine = await db.fetchval(
+        "INSERT INTO audiences (account_id, name, tenant_id) VALUES (7, 'Acme buyers', $1) "
+        "RETURNING id",
+        acme.id,
+    )
+    theirs = await new_audience(db, "Default cohort")
+    await accept(redis, mine, [("add", f"p{i}") for i in range(12)], tenant=acme.id)
+    await accept(redis, theirs, [("add", f"q{i}") for i in range(30)])
+
+    run = await admin("status", "--tenant", "ACME.europe-west1.talon.one")
+    assert run.code == 0, run.err
+    assert "Acme buyers" in run.out
+    assert "Default cohort" not in run.out
+    assert "all audiences: accepted 12," in run.out
+
+    run = await admin("status")
+    assert run.code == 0, run.err
+    assert "Acme buyers" in run.out
+    assert "Default cohort" in run.out
+    tenants = run.out.split("tenants with work, busiest first:")[1].split()
+    assert tenants.index("default") < tenants.index("acme.europe-west1.talon.one")
+
+    run = await admin("status", "--tenant", "nobody.talon.one")
+    assert run.code == 2
+    assert "no tenant 'nobody.talon.one'" in run.err

@@ -275,7 +275,7 @@ async def test_tenant_series_and_the_demand_workers_scale_on(
     await accept(redis, c, [("add", f"p{i}") for i in range(120)], tenant=4)
     # As the workers publish them (worker/rates.py): 2 at 600/min, 3 at the default, 4 unlimited.
     await redis.hset(KEYS.tenant_rates, mapping={"2": "600:10", "4": "0:0"})  # type: ignore[misc]
-    await redis.hset(KEYS.config, "workers_rate_per_minute", 1200)  # type: ignore[misc]
+    await redis.hset(KEYS.config, "workers_rate_per_minute", "1200")  # type: ignore[misc]
 
     own = settings.with_changes(worker_capacity_per_second=2500.0)
     found = samples(await render(WorkerMetrics(), scripts(redis), own))

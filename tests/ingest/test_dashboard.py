@@ -131,8 +131,15 @@ async def test_dashboard_shows_status_and_refreshes(
             assert during["chartLines"] == 2
             await page.screenshot(SCREENSHOT)
 
-        # The worker is gone: nothing moves any more, so the page and /v1/status must agree.
+        # The worker is gone: nothing moves any more, so the page and /v1/status must agree,
+        # once the jobs it queued at their rate slots (up to the dispatch horizon) are due.
         await wait_for(page, "document.body.dataset.state === 'ok'", "a status")
+
+        async def all_due() -> bool:
+            depth = (await get_json(client, "/v1/status"))["queueDepth"]
+            return bool(depth["deferred"] == 0)
+
+        await wait_until(all_due, "the jobs queued ahead due")
         await asyncio.sleep(1.1)  # the last applied second is over, so the measured rate holds
         status = await get_json(client, "/v1/status")
         seen = (await read_page(page))["updates"]

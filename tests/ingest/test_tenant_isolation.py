@@ -329,3 +329,52 @@ async def test_ops_key_reads_status_and_no_tenants_data(world: World, db: asyncp
         assert resp.status == 403, (method, path, resp.status)
     resp = await world.call(ops, "GET", "/v1/status")
     assert resp.status == 200
+
+
+async def test_status_shows_a_tenant_its_own_queue_at_its_own_rate(
+    world: World, db: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    """/v1/status (what the dashboard polls with the reader's key): a tenant's key sees its
+    own audiences, totals and rate; the ops key every tenant with work, busiest first."""
+    a = (await world.audience(world.acme, "acme cohort"))["id"]
+    g = (await world.audience(world.globex, "globex cohort"))["id"]
+    await add_changes(world, world.acme, a, 30)
+    await add_changes(world, world.globex, g, 50)
+    acme_id = await db.fetchval("SELECT id FROM tenants WHERE hostname = $1", ACME)
+    globex_id = await db.fetchval("SELECT id FROM tenants WHERE hostname = $1", GLOBEX)
+    # As the workers publish the tenants' own rates (worker/rates.py): acme 600/min.
+    await redis.hset(KEYS.tenant_rates, str(acme_id), "600:10")  # type: ignore[misc]
+    await redis.hset(KEYS.config, "workers_rate_per_minute", "1200")  # type: ignore[misc]
+
+    acme = await (await world.call(world.acme, "GET", "/v1/status")).json()
+    assert [x["name"] for x in acme["audiences"]] == ["acme cohort"]
+    assert acme["totals"]["accepted"] == acme["totals"]["pending"] == 30
+    assert acme["rate"]["configuredPerMinute"] == 600
+    assert acme["audiences"][0]["etaSeconds"] == 3.0  # 30 at 600/min
+    assert acme["tenants"] is None
+    globex = await (await world.call(world.globex, "GET", "/v1/status")).json()
+    assert [x["name"] for x in globex["audiences"]] == ["globex cohort"]
+    assert globex["totals"]["pending"] == 50
+    assert globex["rate"]["configuredPerMinute"] == 1200
+    assert "acme" not in str(globex)
+
+    _, ops_key = await create_key(db, scope="ops", tenant=None)
+    fleet = await (await world.call(ops_key, "GET", "/v1/status")).json()
+    assert fleet["totals"]["pending"] == 80
+    assert [(t["hostname"], t["pending"], t["ratePerMinute"]) for t in fleet["tenants"]] == [
+        (GLOBEX, 50, 1200),
+        (ACME, 30, 600),
+    ]
+    assert fleet["tenants"][1]["etaSeconds"] == 3.0
+    assert fleet["tenants"][0]["id"] == globex_id
+
+
+async def add_changes(world: World, key: str, audience: int, n: int) -> None:
+    body = {
+        "data": [
+            {"action": "add", "profileIntegrationId": f"p{i}", "audienceId": audience}
+            for i in range(n)
+        ]
+    }
+    resp = await world.call(key, "POST", "/v2/customer_audiences", body)
+    assert resp.status == 204, await resp.text()
