@@ -28,6 +28,7 @@ from schemas.settings import Settings
 from schemas.status import (
     DEFAULT_STATUS_PAGE_SIZE,
     ETA_EXACT_RANKS,
+    ETA_HEADER,
     MAX_STATUS_PAGE_SIZE,
     Status,
 )
@@ -108,6 +109,13 @@ _RETRY_AFTER = {
     }
 }
 
+_ETA = {
+    ETA_HEADER: {
+        "description": "At most how many seconds until the accepted changes are applied.",
+        "schema": {"type": "number", "minimum": 0},
+    }
+}
+
 _AUDIENCE_ID = Param("audienceId", "path", Id, "Talon.One's id of the audience.")
 _CDP_AUDIENCE_ID = Param(
     "audienceId", "path", IntegrationId, "The CDP's own id of the audience (its integrationId)."
@@ -168,7 +176,11 @@ _PAGING = (
 
 _BODY = (400, 401, 403, 413, 415, 503)
 _NO_BODY = (400, 401, 403, 503)
-_ACCEPTS = "Answered once every change is in Redis; all or nothing."
+_ACCEPTS = (
+    "Answered once every change is in Redis; all or nothing. The 204 carries "
+    f"`{ETA_HEADER}`: at most how long until the changes are applied (the tenant's pending "
+    "changes, these included, at its rate; absent without a rate limit)."
+)
 _CDP_ITEM = (
     f"At most {MAX_CHANGES} adds + deletes over the whole request. An item whose `adds` and "
     "`deletes` name the same audience is refused with 400 (the reference gives no order "
@@ -334,6 +346,8 @@ def _operation(
         ok["content"] = _content(*op.response)
     elif op.response is not None:
         ok["content"] = _content("application/json", schema_of[op.response])
+    if _ACCEPTS in op.description:
+        ok["headers"] = _ETA
     responses[str(op.status)] = ok
     for status in sorted(op.errors):
         text = _ERRORS[status].format(max_body_bytes=max_body_bytes)

@@ -45,3 +45,6 @@ class CohortSyncResult(Body, kw_only=True):
     # Changes enqueued by this request: 0 for a repeated ``message_id``.
     accepted: int
     duplicate: bool
+    # At most how long until this batch's changes are applied: the tenant's pending changes,
+    # these included, at its rate. None without a rate limit, or for a repeated batch.
+    eta_seconds: float | None = None

@@ -15,6 +15,10 @@ import msgspec
 
 from schemas import cursors
 
+# What the Integration and CDP APIs' acceptances answer beside their contract's (empty) body:
+# at most how long until the changes are applied, at the tenant's rate.
+ETA_HEADER = "X-Cohortsync-Eta-Seconds"
+
 DEAD_LETTERS_HELP = (
     "Changes that failed permanently, kept for cohortsync-admin dead-letters list/replay."
 )

@@ -23,6 +23,16 @@ class Accepted(NamedTuple):
 
     outcome: AcceptOutcome
     number: int
+    # When accepted: the tenant's pending changes, these included, and the rate its changes
+    # are dispatched at (None: no worker published one yet).
+    pending: int = 0
+    rate_per_minute: int | None = None
+
+    def eta_seconds(self, configured_rate: int) -> float | None:
+        """At most how long until these changes are applied: the tenant's pending at its rate
+        (its audiences share it, these changes are among the pending); None without a limit."""
+        rate = self.rate_per_minute if self.rate_per_minute is not None else configured_rate
+        return round(self.pending * 60 / rate, 1) if rate > 0 else None
 
 
 # How long the edge trusts the number of replicas it last saw online (INFO replication).
@@ -65,6 +75,7 @@ def accept_call(
     for audience_id, entries in groups.items():
         script_keys += [keys.backlog(audience_id), keys.stats(audience_id)]
         args += [audience_id, len(entries), *entries]
+    script_keys += [keys.tenant_rates, keys.config]
     if message_id is not None:
         script_keys.append(t.seen(message_id))
         args.append(SEEN_TTL_S)
@@ -87,7 +98,11 @@ def aggregate_keys(keys: Keys, tenant: int) -> list[str]:
 
 
 def parse_accept(reply: Sequence[Any]) -> Accepted:
-    return Accepted(_ACCEPT_OUTCOMES[int(reply[0])], int(reply[1]))
+    outcome, number = _ACCEPT_OUTCOMES[int(reply[0])], int(reply[1])
+    if len(reply) < 4:
+        return Accepted(outcome, number)
+    rate = reply[3]
+    return Accepted(outcome, number, int(reply[2]), int(rate) if rate not in (b"", "") else None)
 
 
 class Backlogs:

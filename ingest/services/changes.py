@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from core.scripts.backlogs import NotReplicated
 from ingest import store
@@ -12,6 +13,7 @@ from ingest.errors import NotFound, ServiceUnavailable, TooManyRequests
 from ingest.metrics import count_accepted
 from ingest.state import DB, LIVE_AUDIENCES, MISS, SCRIPTS, SETTINGS, State, Tenant
 from schemas import keys
+from schemas.status import ETA_HEADER
 from schemas.talon import ErrorItem, ErrorSource
 
 # Amplitude and most clients back off on their own; never ask for more than an hour.
@@ -57,30 +59,44 @@ async def missing_audiences(app: State, tenant: int, audience_ids: Iterable[int]
     return [i for i in unknown if i not in live]
 
 
+class Acceptance(NamedTuple):
+    """Changes accepted, and at most how long until they are applied (None: no rate limit)."""
+
+    number: int
+    eta_seconds: float | None
+
+    def headers(self) -> dict[str, str]:
+        """``X-Cohortsync-Eta-Seconds`` on the Integration and CDP APIs' acceptances."""
+        if self.eta_seconds is None:
+            return {}
+        return {ETA_HEADER: f"{self.eta_seconds:g}"}
+
+
 async def accept_entries(
     app: State,
     tenant: Tenant,
     groups: dict[int, list[str]],
     *,
     once: str | None = None,
-) -> int:
+) -> Acceptance:
     """Append changes to the tenant's audiences' backlogs in one ``accept.lua`` call, all or
     nothing.
 
     ``groups`` maps audience id to entries of the form action code + profile id (``"a" + id``
-    adds, ``"d" + id`` deletes; ``keys.ACTION_CODE``). Returns how many were accepted; raises
+    adds, ``"d" + id`` deletes; ``keys.ACTION_CODE``). Returns how many were accepted and at
+    most how long until they are applied (the tenant's pending at its rate); raises
     ``UnknownAudiences`` (404) or ``TooManyRequests`` (429) having enqueued nothing.
     ``once`` (an Amplitude message id): accept only if that message was not accepted before,
     remembering it in the same step; raises ``AlreadyAccepted`` when it was.
     """
     if not groups and once is None:
-        return 0
+        return Acceptance(0, 0.0)
     missing = await missing_audiences(app, tenant.id, groups)
     if missing:
         raise UnknownAudiences(missing)
     settings = app[SETTINGS]
     try:
-        outcome, count = await app[SCRIPTS].backlogs.accept(
+        accepted = await app[SCRIPTS].backlogs.accept(
             groups, settings.max_backlog, once, tenant=tenant.id
         )
     except NotReplicated as e:
@@ -95,6 +111,7 @@ async def accept_entries(
             pointer="/data",
             headers={"Retry-After": "1"},
         ) from e
+    outcome, count = accepted.outcome, accepted.number
     if outcome == "seen":
         raise AlreadyAccepted()
     if outcome == "full":
@@ -108,12 +125,12 @@ async def accept_entries(
             ),
         )
     count_accepted(app, count)
-    return count
+    return Acceptance(count, accepted.eta_seconds(settings.rate_limit_per_minute))
 
 
 async def accept_changes(
     app: State, tenant: Tenant, changes: Iterable[tuple[int, str, str]]
-) -> int:
+) -> Acceptance:
     """Accept ``(audience id, "add" | "delete", profile id)`` changes of the tenant's audiences;
     see ``accept_entries``."""
     groups: dict[int, list[str]] = {}

@@ -73,9 +73,16 @@ async def _store_properties(app: State, tenant: Tenant, found: dict[str, str]) -
         raise auth.unknown_key() from e
 
 
-def _answer(audience_id: int | None, accepted: int, *, duplicate: bool) -> web.Response:
+def _answer(
+    audience_id: int | None, accepted: int, *, duplicate: bool, eta_seconds: float | None = None
+) -> web.Response:
     return json_response(
-        CohortSyncResult(audience_id=audience_id, accepted=accepted, duplicate=duplicate)
+        CohortSyncResult(
+            audience_id=audience_id,
+            accepted=accepted,
+            duplicate=duplicate,
+            eta_seconds=eta_seconds,
+        )
     )
 
 
@@ -108,4 +115,4 @@ async def cohort_sync(request: web.Request) -> web.Response:
         accepted = await changes.accept_entries(app, tenant, groups, once=body.message_id)
     except changes.AlreadyAccepted:
         return _answer(audience_id, 0, duplicate=True)
-    return _answer(audience_id, accepted, duplicate=False)
+    return _answer(audience_id, accepted.number, duplicate=False, eta_seconds=accepted.eta_seconds)

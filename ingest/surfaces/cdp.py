@@ -254,10 +254,10 @@ def _changes(
 
 async def _accept(request: web.Request, accepted: Iterator[tuple[int, str, str]]) -> web.Response:
     try:
-        await changes.accept_changes(request.config_dict, auth.tenant_of(request), accepted)
+        done = await changes.accept_changes(request.config_dict, auth.tenant_of(request), accepted)
     except changes.UnknownAudiences as e:
         raise _not_found(e.audience_ids) from e
-    return web.Response(status=204)
+    return web.Response(status=204, headers=done.headers())
 
 
 @routes.put("/customer_profiles/audiences")

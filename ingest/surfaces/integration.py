@@ -126,7 +126,7 @@ async def update_customer_audiences(request: web.Request) -> web.Response:
             entries = groups[item.audience_id] = []
         entries.append(code[item.action] + item.profile_integration_id)
     try:
-        await changes.accept_entries(request.config_dict, tenant, groups)
+        accepted = await changes.accept_entries(request.config_dict, tenant, groups)
     except changes.UnknownAudiences as e:
         # Point at the first change that named each unknown audience.
         first: dict[int, int] = {}
@@ -137,4 +137,4 @@ async def update_customer_audiences(request: web.Request) -> web.Response:
             for i in e.audience_ids
         ]
         raise
-    return web.Response(status=204)
+    return web.Response(status=204, headers=accepted.headers())

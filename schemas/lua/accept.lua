@@ -5,17 +5,21 @@
 -- ARGV[1] max backlog, ARGV[2] the tenant, ARGV[3] number of groups, then per group: audience
 -- id, count, and count entries of the form <a|d><profileIntegrationId>. The version goes
 -- between action and id.
--- Optionally a de-duplication key after the groups' keys, KEYS[13 + 2 * groups], with its TTL in
+-- After the groups' keys: KEYS[13 + 2 * groups] the tenants' own rates, KEYS[14 + 2 * groups] the
+-- config hash (the rate the tenant's changes are dispatched at, for the caller's estimate).
+-- Optionally a de-duplication key after those, KEYS[15 + 2 * groups], with its TTL in
 -- seconds after the groups' arguments: the changes are accepted only when that key is absent,
 -- and it is set in the same step, so "seen" and "enqueued" are never apart.
--- Returns {1, accepted}, {0, backlog total} when the backlog bound would be exceeded, or
--- {2, 0} when the de-duplication key was already set.
+-- Returns {1, accepted, the tenant's pending after, its rate in force ('' when no worker
+-- published one)}, {0, backlog total} when the backlog bound would be exceeded, or {2, 0} when
+-- the de-duplication key was already set.
 --#include entry
 --#include counts
 local max_backlog = tonumber(ARGV[1])
 local tenant = ARGV[2]
 local groups = tonumber(ARGV[3])
-local seen = KEYS[13 + 2 * groups]
+local rates, config = KEYS[13 + 2 * groups], KEYS[14 + 2 * groups]
+local seen = KEYS[15 + 2 * groups]
 local agg = aggregates(6, tenant)
 if seen and redis.call('EXISTS', seen) == 1 then
   return {2, 0}
@@ -69,4 +73,11 @@ redis.call('INCRBY', KEYS[4], incoming)
 if seen then
   redis.call('SET', seen, '1', 'EX', ARGV[a])
 end
-return {1, incoming}
+local rate = redis.call('HGET', rates, tenant)
+if rate then
+  rate = string.sub(rate, 1, string.find(rate, ':', 1, true) - 1)
+else
+  local cfg = redis.call('HMGET', config, 'rate_per_minute', 'workers_rate_per_minute')
+  rate = cfg[1] or cfg[2] or ''
+end
+return {1, incoming, tonumber(redis.call('HGET', agg.totals, 'pending') or '0'), rate}

@@ -219,7 +219,7 @@ async def test_migrate_moves_the_old_layout_and_every_change_is_applied_once(
     assert (await stats(redis, b))["dropped"] >= B_CLEARED
     # Amplitude's retry of a batch accepted before the upgrade is still a duplicate.
     accepted = await scripts(redis).backlogs.accept({a: ["ap9"]}, 10**6, message_id="msg-1")
-    assert accepted == ("seen", 0)
+    assert accepted[:2] == ("seen", 0)
 
 
 async def stop_partway(step: str, redis: aioredis.Redis, ids: Audiences) -> None:

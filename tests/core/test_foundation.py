@@ -48,15 +48,17 @@ async def test_concurrent_migrations_do_not_collide(database_url: str) -> None:
 
 async def test_accept_assigns_monotonic_versions_across_flush(redis: aioredis.Redis) -> None:
     backlogs = scripts(redis).backlogs
-    assert await backlogs.accept({7: ["aR1", "dR2"]}, max_backlog=1000) == ("accepted", 2)
+    # Accepted, with the tenant's pending after (no worker published a rate yet).
+    accepted = await backlogs.accept({7: ["aR1", "dR2"]}, max_backlog=1000)
+    assert accepted == ("accepted", 2, 2, None)
     first = [keys.decode_entry(e.decode()) for e in await redis.lrange(KEYS.backlog(7), 0, -1)]  # type: ignore[misc]
     assert [(a, p) for a, p, _ in first] == [("add", "R1"), ("delete", "R2")]
     assert first[1][2] == first[0][2] + 1
     await redis.flushdb()
-    assert await backlogs.accept({7: ["aR1", "dR2"]}, max_backlog=1000) == ("accepted", 2)
+    assert (await backlogs.accept({7: ["aR1", "dR2"]}, max_backlog=1000))[:2] == ("accepted", 2)
     second = [keys.decode_entry(e.decode()) for e in await redis.lrange(KEYS.backlog(7), 0, -1)]  # type: ignore[misc]
     assert second[0][2] > first[1][2]
     # Over the bound: refused whole.
     refused = await backlogs.accept({7: ["aR1", "aR2"]}, max_backlog=3)
-    assert refused == ("full", 2)
+    assert refused == ("full", 2, 0, None)
     assert await redis.llen(KEYS.backlog(7)) == 2  # type: ignore[misc]

@@ -73,7 +73,13 @@ async def members(client: Client, audience_id: int) -> list[str]:
 async def test_first_sight_creates_the_audience_and_enqueues_adds(
     client: Client, db: asyncpg.Pool, redis: aioredis.Redis
 ) -> None:
-    assert await post(client, ENTER) == {"audienceId": 1, "accepted": 3, "duplicate": False}
+    # At most how long until applied: the tenant's 3 pending at the edge's 1000/min.
+    assert await post(client, ENTER) == {
+        "audienceId": 1,
+        "accepted": 3,
+        "duplicate": False,
+        "etaSeconds": 0.2,
+    }
     assert await audiences(db) == [
         (1, ENTER["cohort_name"], "amplitude", "5x9k2qw", True),
     ]
@@ -91,7 +97,13 @@ async def test_enter_then_exit_ends_in_the_cohort(
     settings: Settings, client: Client, db: asyncpg.Pool, redis: aioredis.Redis
 ) -> None:
     await post(client, ENTER)
-    assert await post(client, EXIT) == {"audienceId": 1, "accepted": 1, "duplicate": False}
+    # 4 pending now, this batch's among them.
+    assert await post(client, EXIT) == {
+        "audienceId": 1,
+        "accepted": 1,
+        "duplicate": False,
+        "etaSeconds": 0.2,
+    }
     assert [(k, p) for k, p, _ in await backlog(redis, 1)][-1] == ("delete", "viewer-000002")
     await run_until_drained(settings.with_changes(rate_limit_per_minute=0))
     assert await members(client, 1) == ["viewer-000001", "viewer-000003"]
@@ -153,7 +165,7 @@ async def test_ten_thousand_users_in_one_batch(
 ) -> None:
     users = [{"user_id": f"viewer-{i:06d}", "user_properties": {"n": i}} for i in range(10_000)]
     answer = await post(client, batch("big", users))
-    assert answer == {"audienceId": 1, "accepted": 10_000, "duplicate": False}
+    assert answer == {"audienceId": 1, "accepted": 10_000, "duplicate": False, "etaSeconds": 600}
     assert await redis_int(redis, KEYS.backlog_total) == 10_000
     assert await db.fetchval("SELECT count(*) FROM profile_attributes") == 10_000
     assert (await attributes(client, "viewer-009999"))["attributes"] == {"n": 9999}
@@ -355,6 +367,7 @@ async def test_empty_batch_creates_the_audience_and_is_remembered(
         "audienceId": 1,
         "accepted": 0,
         "duplicate": False,
+        "etaSeconds": 0,
     }
     assert len(await audiences(db)) == 1
     assert await post(client, batch("empty", [])) == {

@@ -378,3 +378,46 @@ async def add_changes(world: World, key: str, audience: int, n: int) -> None:
     }
     resp = await world.call(key, "POST", "/v2/customer_audiences", body)
     assert resp.status == 204, await resp.text()
+
+
+async def test_acceptances_carry_the_time_until_applied_at_the_tenants_rate(
+    world: World, db: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    """X-Cohortsync-Eta-Seconds on the Integration and CDP APIs, ``etaSeconds`` in the
+    Amplitude webhook's 200: the tenant's pending changes (these included) at its own rate."""
+    acme_id = await db.fetchval("SELECT id FROM tenants WHERE hostname = $1", ACME)
+    await redis.hset(KEYS.tenant_rates, str(acme_id), "600:10")  # type: ignore[misc]
+    a = (await world.audience(world.acme, "acme cohort"))["id"]
+    g = (await world.audience(world.globex, "globex cohort"))["id"]
+    # Another tenant's backlog is not this one's wait.
+    await add_changes(world, world.globex, g, 500)
+
+    body = {
+        "data": [
+            {"action": "add", "profileIntegrationId": f"p{i}", "audienceId": a} for i in range(30)
+        ]
+    }
+    resp = await world.call(world.acme, "POST", "/v2/customer_audiences", body)
+    assert resp.status == 204
+    assert resp.headers["X-Cohortsync-Eta-Seconds"] == "3"  # 30 at 600/min
+
+    created = {"audienceId": "travel", "audienceName": "Travel"}
+    resp = await world.call(world.acme, "POST", "/cdp/audiences", created, **cdp_headers(ACME))
+    assert resp.status == 201
+    update = {"data": [{"customerProfileId": f"c{i}", "adds": ["travel"]} for i in range(30)]}
+    resp = await world.call(
+        world.acme, "PUT", "/cdp/v2/customer_profiles/audiences", update, **cdp_headers(ACME)
+    )
+    assert resp.status == 204, await resp.text()
+    assert resp.headers["X-Cohortsync-Eta-Seconds"] == "6"  # 60 pending at 600/min
+
+    cohort = {
+        "message_id": "m-1",
+        "cohort_id": "c1",
+        "cohort_name": "Cohort",
+        "in_cohort": True,
+        "users": [{"user_id": f"u{i}"} for i in range(60)],
+    }
+    resp = await world.call(world.acme, "POST", "/amplitude/cohorts", cohort)
+    assert resp.status == 200
+    assert (await resp.json())["etaSeconds"] == 12  # 120 pending at 600/min
