@@ -244,6 +244,7 @@ async def _remove(settings: Settings, args: argparse.Namespace) -> int:
                 )
         else:
             raise UsageError(f"tenant {tenant.hostname!r} keeps getting new audiences; run again")
+        await scripts(client, settings).backlogs.forget_tenant(tenant.id)
     finally:
         await client.aclose()
         await conn.close()

@@ -222,6 +222,31 @@ class Backlogs:
         )
         return int(dropped)
 
+    async def forget_tenant(self, tenant: int) -> bool:
+        """After a tenant was removed: drop its keys (counters, rate limiter, turns, idle set,
+        published rate) unless it still has work in Redis (changes its deleted audiences had
+        queued, which the dispatcher drops); the fleet's totals keep what it counted. True when
+        they went."""
+        k = self._keys
+        t = k.tenant(tenant)
+        if await self._redis.zscore(k.tenants_pending, str(tenant)) is not None:
+            return False
+        # Its deleted audiences' ids wait in its round-robin until the dispatcher reaches them.
+        active = await self._redis.lrange(t.active_list, 0, -1)  # type: ignore[misc]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for audience in active:
+                pipe.llen(k.backlog(audience.decode()))
+            if any(await pipe.execute()):
+                return False
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(t.totals, t.limiter, t.dispatch_credit, t.audiences_idle)
+            pipe.delete(t.audiences_pending, t.active_list, t.active_set)
+            pipe.srem(k.tenants_known, str(tenant))
+            pipe.zrem(k.tenants_due, str(tenant))
+            pipe.hdel(k.tenant_rates, str(tenant))
+            await pipe.execute()
+        return True
+
     async def replay(
         self, groups: Mapping[int, Sequence[tuple[bytes, str]]], tenant: int = DEFAULT_TENANT
     ) -> int:

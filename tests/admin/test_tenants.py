@@ -184,6 +184,13 @@ async def test_remove_is_refused_while_the_tenant_has_audiences_unless_purged(
     # Redis was told as by the edge's DELETE: the queued changes are gone.
     assert await backlog(redis, audience) == []
     assert await redis_int(redis, KEYS.backlog_total) == 0
+    # Its keys went with it (the dispatcher drops its id from the active list at its turn);
+    # the fleet's totals keep what it counted.
+    acme = KEYS.tenant(2)
+    assert not await redis.exists(acme.totals, acme.audiences_idle, acme.audiences_pending)
+    assert await redis.smembers(KEYS.tenants_known) == set()  # type: ignore[misc]
+    assert await redis.zscore(KEYS.tenants_pending, "2") is None
+    assert int(await redis.hget(KEYS.totals, "accepted")) == 2  # type: ignore[misc]
     async with running_edge(settings) as client:
         resp = await client.get("/v2/authping", headers=auth(key))
         assert resp.status == 401
