@@ -11,7 +11,20 @@ import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from tests.bench import capacity, claims, edge, fairness, memory, postgres, rate, shares, status
+from tests.bench import (
+    capacity,
+    claims,
+    drain,
+    edge,
+    fairness,
+    memory,
+    postgres,
+    rate,
+    shares,
+    status,
+    tenant_capacity,
+    tenants,
+)
 from tests.bench.processes import Children, children
 from tests.bench.services import Services, services
 from tests.bench.sizes import FULL, QUICK, Sizes
@@ -60,6 +73,20 @@ MEASUREMENTS: list[tuple[str, Measure, list[tuple[str, str]]]] = [
         ],
     ),
     ("shares", shares.share_rows, [("DRR share spread", "±10%")]),
+    ("tenants", tenants.tenant_rate_rows, [("tenant rates", "each within ±2%")]),
+    (
+        "drain",
+        drain.drain_rows,
+        [("tenant drain", "each within ±2%"), ("new tenant's 50-user cohort", "≤ 2 s")],
+    ),
+    (
+        "tenant-capacity",
+        tenant_capacity.tenant_capacity_rows,
+        [
+            ("worker capacity, 1,000 tenants vs 1 tenant", "≥ 0.8x"),
+            ("worker capacity vs saq's and arq's no-op workers", "≥ 0.9x saq"),
+        ],
+    ),
 ]
 
 

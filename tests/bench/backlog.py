@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 
 from core.scripts.backlogs import accept_call, parse_accept
 from ingest import redisclient
-from schemas.keys import Keys
+from schemas.keys import DEFAULT_TENANT, Keys
 from schemas.lua import source
 from tests.support.redis_keys import KEYS
 
@@ -28,18 +28,29 @@ def adds(count: int, prefix: str = "p", start: int = 0) -> list[str]:
     return ["a" + profile_id(n, prefix) for n in range(start, start + count)]
 
 
-async def fill(redis_url: str, audience_id: int, entries: Sequence[str]) -> None:
+async def fill(
+    redis_url: str, audience_id: int, entries: Sequence[str], tenant: int = DEFAULT_TENANT
+) -> None:
     """Append entries to an audience's backlog, ``CHUNK`` per accept.lua call as the edge would."""
+    await fill_many(redis_url, [(tenant, audience_id, entries)])
+
+
+async def fill_many(redis_url: str, groups: Sequence[tuple[int, int, Sequence[str]]]) -> None:
+    """``fill`` for many (tenant, audience, entries) at once: their calls share pipelines, in
+    the order given."""
     # The edge's client: hiredis packs a thousand-argument call in one C call.
     client = redisclient.connect(redis_url)
     try:
         # Pipelined, which the scripts registry does not do: its call builder, on a pipeline.
         script = client.register_script(source("accept"))
-        chunks = [entries[i : i + CHUNK] for i in range(0, len(entries), CHUNK)]
-        for first in range(0, len(chunks), PIPELINE):
+        calls = [
+            accept_call(KEYS, {audience_id: entries[i : i + CHUNK]}, 2**62, tenant=tenant)
+            for tenant, audience_id, entries in groups
+            for i in range(0, len(entries), CHUNK)
+        ]
+        for first in range(0, len(calls), PIPELINE):
             async with client.pipeline(transaction=False) as pipe:
-                for chunk in chunks[first : first + PIPELINE]:
-                    script_keys, args = accept_call(KEYS, {audience_id: chunk}, 2**62)
+                for script_keys, args in calls[first : first + PIPELINE]:
                     await script(keys=script_keys, args=args, client=pipe)
                 replies = await pipe.execute()
             if any(parse_accept(r).outcome != "accepted" for r in replies):

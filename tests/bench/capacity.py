@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from arq.connections import RedisSettings, create_pool
 
@@ -24,17 +25,33 @@ OURS_GUESS_PER_S = 8000
 ARQ_GUESS_PER_S = 4000
 
 
-async def _drain_rate(svc: Services, workers: list[Child], sizes: Sizes) -> tuple[float, int]:
+async def drain_rate(
+    svc: Services,
+    workers: list[Child],
+    sizes: Sizes,
+    *,
+    remaining: Callable[[], Awaitable[int]] | None = None,
+    ready: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[float, int]:
     """Changes done per second over the window after the warm-up, counted while work remained;
-    also how many were done in that window."""
-    await wait_for_workers(svc.redis, KEYS, workers)
+    also how many were done in that window. Work left is ``outstanding`` and the workers are
+    ready when their health keys are there, unless ``remaining`` and ``ready`` say otherwise
+    (another queue's workers)."""
+    if ready is None:
+        await wait_for_workers(svc.redis, KEYS, workers)
+    else:
+        await ready()
+
+    async def left_now() -> int:
+        return await (remaining() if remaining else outstanding(svc.redis, KEYS))
+
     await asyncio.sleep(sizes.capacity_warmup_s)
-    first_t, first = time.monotonic(), await outstanding(svc.redis, KEYS)
+    first_t, first = time.monotonic(), await left_now()
     last_t, last = first_t, first
     end = first_t + sizes.capacity_s
     while time.monotonic() < end:
         await asyncio.sleep(SAMPLE_S)
-        left = await outstanding(svc.redis, KEYS)
+        left = await left_now()
         if left == 0:
             break
         last_t, last = time.monotonic(), left
@@ -52,7 +69,7 @@ async def _ours(svc: Services, children: Children, processes: int, sizes: Sizes)
     await fill(svc.redis_url, audience, adds(_backlog(sizes, processes, OURS_GUESS_PER_S)))
     env = environment(svc.database_url, svc.redis_url, rate_limit_per_minute=0)
     workers = [await children.worker(env) for _ in range(processes)]
-    per_s, done = await _drain_rate(svc, workers, sizes)
+    per_s, done = await drain_rate(svc, workers, sizes)
     await asyncio.gather(*(w.stop() for w in workers))
     # What the counts said was done is in Postgres.
     stored = await svc.db.fetchval("SELECT count(*) FROM memberships")
@@ -61,7 +78,7 @@ async def _ours(svc: Services, children: Children, processes: int, sizes: Sizes)
     return per_s
 
 
-async def _arq(svc: Services, children: Children, processes: int, sizes: Sizes) -> float:
+async def arq_noop_rate(svc: Services, children: Children, processes: int, sizes: Sizes) -> float:
     await svc.reset()
     jobs = _backlog(sizes, processes, ARQ_GUESS_PER_S)
     pool = await create_pool(RedisSettings.from_dsn(svc.redis_url), default_queue_name=KEYS.queue)
@@ -80,7 +97,7 @@ async def _arq(svc: Services, children: Children, processes: int, sizes: Sizes) 
         await children.start("noop-worker", env, "-m", "tests.bench.noop_worker")
         for _ in range(processes)
     ]
-    per_s, _ = await _drain_rate(svc, workers, sizes)
+    per_s, _ = await drain_rate(svc, workers, sizes)
     await asyncio.gather(*(w.stop() for w in workers))
     return per_s
 
@@ -95,7 +112,7 @@ async def capacity_rows(svc: Services, children: Children, sizes: Sizes) -> list
     rows = []
     for processes in (1, 2):
         ours = await _ours(svc, children, processes, sizes)
-        arq = await _arq(svc, children, processes, sizes)
+        arq = await arq_noop_rate(svc, children, processes, sizes)
         ratio = ours / arq
         rows.append(
             Row(

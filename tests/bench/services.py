@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from core.migrations import migrate
 from deploy import embedded
+from schemas.keys import DEFAULT_TENANT
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -28,11 +29,14 @@ class Services:
     work_dir: Path
 
     async def reset(self) -> None:
-        """Empty Redis and every table, so each measurement starts from nothing."""
+        """Empty Redis and every table, so each measurement starts from nothing (but the
+        default tenant, which the migrations made)."""
         await self.redis.flushall()
         await self.db.execute(
             "TRUNCATE memberships, audiences, api_keys, profile_attributes RESTART IDENTITY CASCADE"
         )
+        await self.db.execute("DELETE FROM tenants WHERE id <> $1", DEFAULT_TENANT)
+        await self.db.execute("SELECT setval('tenants_id_seq', $1)", DEFAULT_TENANT)
 
     async def new_audience(self, name: str) -> int:
         audience_id: int = await self.db.fetchval(

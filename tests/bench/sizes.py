@@ -38,6 +38,18 @@ class Sizes:
     # DRR shares: audiences with work, and the window their shares are counted over.
     share_audiences: int
     share_window_s: float
+    # Tenant rates: tenants at rates spread over 60-600/min, the worker processes, the untimed
+    # warm-up and the window each tenant's applied changes are counted over.
+    rate_tenants: int
+    rate_tenant_workers: int
+    rate_tenant_warmup_s: float
+    rate_tenant_window_s: float
+    # Tenant drain: the big tenant's backlog, the small tenants beside it and each one's changes.
+    drain_big_backlog: int
+    drain_small_tenants: int
+    drain_small_changes: int
+    # Tenant capacity: tenants with one audience each, against one tenant with as many audiences.
+    capacity_tenants: int
 
 
 FULL = Sizes(
@@ -61,6 +73,14 @@ FULL = Sizes(
     status_audiences=(1_000, 10_000, 100_000),
     share_audiences=1000,
     share_window_s=60.0,
+    rate_tenants=200,
+    rate_tenant_workers=4,
+    rate_tenant_warmup_s=10.0,
+    rate_tenant_window_s=60.0,
+    drain_big_backlog=1_000_000,
+    drain_small_tenants=200,
+    drain_small_changes=500,
+    capacity_tenants=1000,
 )
 
 QUICK = Sizes(
@@ -84,4 +104,12 @@ QUICK = Sizes(
     status_audiences=(100, 1_000),
     share_audiences=100,
     share_window_s=10.0,
+    rate_tenants=10,
+    rate_tenant_workers=2,
+    rate_tenant_warmup_s=2.0,
+    rate_tenant_window_s=10.0,
+    drain_big_backlog=20_000,
+    drain_small_tenants=20,
+    drain_small_changes=50,
+    capacity_tenants=50,
 )
