@@ -28,6 +28,11 @@ ROWS = [
     "Redis time of a status call (first page)",
     "Redis time of a /metrics scrape",
     "DRR share spread",
+    "tenant rates",
+    "tenant drain",
+    "new tenant's 50-user cohort",
+    "worker capacity, 50 tenants (1 audience each) vs 1 tenant",
+    "worker capacity, 50 tenants, limits lifted, 1 process, vs saq's",
 ]
 
 
