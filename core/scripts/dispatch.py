@@ -58,8 +58,10 @@ class Rate(NamedTuple):
         interval, tolerance = self.gcra()
         if not interval:
             return UNBOUNDED
+        # Theoretical slots from the next (down to the tolerance in the past: the burst), each
+        # due at the latest of it and now.
         after = float(last) + interval if last is not None else 0.0
-        first = max(after, now_us - tolerance, now_us)
+        first = max(after, now_us - tolerance)
         return 0 if first > until_us else int((until_us - first) // interval) + 1
 
 

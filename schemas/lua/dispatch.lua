@@ -118,7 +118,10 @@ for _ = 1, tenants do
   if tenant.interval > 0 then
     slot = next_slot(tenant.limiter, tenant.interval, tenant.tolerance)
   end
-  -- The due times (µs) of the next k jobs of this tenant, as many of k as fall in the horizon.
+  -- The next k jobs of this tenant, as many of k as fall in the horizon: each one's due time
+  -- (µs) and the tenant's and the fleet's theoretical slots it takes. A slot may lie in the
+  -- past, down to the tolerance (the burst): such a job is due now. The next slot is one
+  -- interval after the theoretical one, not after the due time, so a burst is a burst.
   local function dues(k)
     local found, s, f = {}, slot, fleet_slot
     for j = 1, k do
@@ -126,12 +129,12 @@ for _ = 1, tenants do
       if due > until_us then
         break
       end
-      found[j] = due
+      found[j] = {due, s, f}
       if tenant.interval > 0 then
-        s = due + tenant.interval
+        s = s + tenant.interval
       end
       if fleet_interval > 0 then
-        f = due + fleet_interval
+        f = f + fleet_interval
       end
     end
     return found
@@ -180,7 +183,7 @@ for _ = 1, tenants do
         else
           took = took + 1
           local job = KEYS[au.key + au.taken + j - 1]
-          local at = due[took]
+          local at, tenant_slot, fleet_at = due[took][1], due[took][2], due[took][3]
           -- arq's job (schemas/jobs.py ChangeJob): try, function, one Change (an array), and
           -- its enqueue time in ms, the acceptance time (versions are that time in µs).
           redis.call('SET', job, cmsgpack.pack({
@@ -188,12 +191,12 @@ for _ = 1, tenants do
             et = math.floor(version / 1000),
           }))
           redis.call('ZADD', KEYS[1], math.floor(at / 1000), string.sub(job, id_from))
-          last, fleet_last = at, at
+          last, fleet_last = tenant_slot, fleet_at
           if tenant.interval > 0 then
-            slot = at + tenant.interval
+            slot = tenant_slot + tenant.interval
           end
           if fleet_interval > 0 then
-            fleet_slot = at + fleet_interval
+            fleet_slot = fleet_at + fleet_interval
           end
         end
       end

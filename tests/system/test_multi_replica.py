@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 
+from admin.tenants import add_tenant
 from schemas import keys
 from schemas.settings import Settings
 from tests.bench.processes import (
@@ -234,3 +235,47 @@ async def test_rate_holds_across_worker_processes(
     assert await redis.exists(*health) == 0
     # One process alone could apply 600/min; two limited separately would apply twice that.
     assert 0 < applied <= rate_per_minute / 60 * elapsed + burst + 10
+
+
+async def test_each_tenant_gets_its_own_rate_across_replicas(
+    settings: Settings, db: Any, redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """Two tenants at their own rates (set in Postgres), three worker processes: over a window
+    each tenant's applied changes, summed over all replicas, are its rate, within its burst,
+    and reach at least 99 % of it while it has work."""
+    rates = {"slow.talon.one": 600, "fast.talon.one": 1800}
+    tenants = {h: await add_tenant(db, h, 1, rate_per_minute=r, burst=1) for h, r in rates.items()}
+    for host, tenant in tenants.items():
+        audience = await db.fetchval(
+            "INSERT INTO audiences (account_id, name, tenant_id) VALUES (1, $1, $2) RETURNING id",
+            host,
+            tenant.id,
+        )
+        await accept(redis, audience, [("add", f"p{i}") for i in range(3000)], tenant=tenant.id)
+
+    async def applied() -> dict[str, int]:
+        found = {}
+        for host, tenant in tenants.items():
+            raw = await redis.hget(KEYS.tenant(tenant.id).totals, "applied")  # type: ignore[misc]
+            found[host] = int(raw or 0)
+        return found
+
+    async with children(tmp_path) as group:
+        replicas = await start_replicas(group, settings, redis, 3)
+
+        async def started() -> bool:
+            return all(n > 0 for n in (await applied()).values())
+
+        await until(started, timeout_s=30)
+        await asyncio.sleep(2)  # past the start: the window measures the steady rate
+        before, t0 = await applied(), time.monotonic()
+        await asyncio.sleep(15)
+        after, t1 = await applied(), time.monotonic()
+        for r in replicas:
+            assert await r.child.stop() == 0, r.child.log()
+    for host, rate in rates.items():
+        expected = rate / 60 * (t1 - t0)
+        got = after[host] - before[host]
+        # Within its rate (and its burst of 1, and the window's edges' one slot each side),
+        # and at least 99 % of it.
+        assert 0.99 * expected - 2 <= got <= expected + 3, (host, got, expected)

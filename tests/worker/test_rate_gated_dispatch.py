@@ -122,3 +122,23 @@ async def test_a_raised_rate_spaces_the_very_next_slot(db: Any, redis: aioredis.
     assert 40 <= second.created <= 51
     times = [d for _, d in await due_times(redis)]
     assert {y - x for x, y in itertools.pairwise(times[1:])} <= {9, 10, 11}
+
+
+async def test_a_burst_is_due_at_once_then_the_rate_spaces_the_rest(
+    db: Any, redis: aioredis.Redis
+) -> None:
+    a = await new_audience(db)
+    await accept(redis, a, [("add", f"p{i}") for i in range(30)], tenant=2)
+    now_ms = time.time() * 1000
+
+    # 600/min with a burst of 10: 9 at once (one slot of the burst is kept back for commits
+    # landing a little late, COMMIT_JITTER_US), then one every 100 ms.
+    await scripts(redis).dispatch(WATERMARK, 100, QUANTUM, lambda _: Rate(600, 10))
+
+    due = sorted(d for _, d in await due_times(redis))
+    at_once = [d for d in due if d <= now_ms + 20]
+    assert len(at_once) == 9, due
+    later = due[len(at_once) :]
+    assert {y - x for x, y in itertools.pairwise(later)} <= {99, 100, 101}
+    # The burst does not add to the rate: over the horizon, the burst plus one per interval.
+    assert len(due) <= 10 + int(HORIZON_S * 10) + 1
