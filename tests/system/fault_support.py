@@ -254,6 +254,17 @@ async def held_jobs(redis: aioredis.Redis) -> list[bytes]:
     return held
 
 
+async def jobs_running(redis: aioredis.Redis, *, timeout_s: float) -> list[bytes]:
+    """``held_jobs`` once some replica holds one (polled every few ms), or [] after
+    ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        held = await held_jobs(redis)
+        if held or time.monotonic() >= deadline:
+            return held
+        await asyncio.sleep(0.002)
+
+
 async def finished_within(redis_url: str, job_ids: list[bytes], *, timeout_s: float) -> float:
     """Seconds until none of ``job_ids`` is queued or leased any more (a running job sits under
     its lease, a lapsed lease puts it back on the queue, finishing it removes it from both);
